@@ -1,0 +1,37 @@
+"""gunicorn settings, read automatically from the working directory.
+
+The configuration is checked in the master before any worker forks, so a missing
+variable stops the service at once with one line naming it, not a crash loop.
+"""
+
+import os
+import sys
+import tempfile
+
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = None
+
+# Metrics from every worker are aggregated through files in this directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clerk-webhook-metrics-")
+
+
+def on_starting(server):
+    from webhook_service.config import Config, ConfigError
+
+    try:
+        Config.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

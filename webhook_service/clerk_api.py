@@ -1,0 +1,89 @@
+"""Clerk's Backend API, through the official SDK, with every wait bounded.
+
+The SDK's default retry policy keeps trying for up to an hour; here each request has
+a timeout and a short, explicit retry budget, so a sync call answers within seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from clerk_backend_api import Clerk, models
+from clerk_backend_api.utils import BackoffStrategy, RetryConfig
+
+PAGE_SIZE = 500  # the most Clerk returns per page
+
+
+class ClerkUnavailable(Exception):
+    """Clerk's API failed, timed out or rate-limited us; retrying later is right."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ClerkUserNotFound(Exception):
+    """Clerk has no user with that id."""
+
+
+class ClerkAPI:
+    def __init__(
+        self,
+        secret_key: str,
+        server_url: str,
+        *,
+        timeout_ms: int = 3000,
+        retry_budget_ms: int = 5000,
+        on_status: Callable[[int | str], None] | None = None,
+    ) -> None:
+        retries = RetryConfig(
+            "backoff",
+            BackoffStrategy(200, 1000, 2.0, retry_budget_ms, jitter_ms=100),
+            retry_connection_errors=True,
+        )
+        hooks = {"response": [lambda r: on_status(r.status_code)]} if on_status else {}
+        self._sdk = Clerk(
+            client=httpx.Client(event_hooks=hooks),
+            bearer_auth=secret_key,
+            server_url=server_url,
+            retry_config=retries,
+            timeout_ms=timeout_ms,
+        )
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        """The user as Clerk's JSON shape (the same keys a webhook's ``data`` has)."""
+        with _translated_errors():
+            user = self._sdk.users.get(user_id=user_id)
+        return user.model_dump(mode="json", by_alias=True)
+
+    def iter_user_pages(self, page_size: int = PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+        """Every Clerk user, one page at a time, oldest first so new sign-ups land last."""
+        offset = 0
+        while True:
+            with _translated_errors():
+                page = self._sdk.users.list(
+                    request={"limit": page_size, "offset": offset, "order_by": "+created_at"}
+                )
+            if not page:
+                return
+            yield [u.model_dump(mode="json", by_alias=True) for u in page]
+            if len(page) < page_size:
+                return
+            offset += len(page)
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Map SDK and transport failures onto the two errors callers act on."""
+    try:
+        yield
+    except models.ClerkBaseError as exc:
+        status = getattr(exc, "status_code", None)
+        if status == 404:
+            raise ClerkUserNotFound("Clerk has no such user") from exc
+        raise ClerkUnavailable(f"Clerk API answered {status}", status) from exc
+    except httpx.HTTPError as exc:
+        raise ClerkUnavailable(f"Clerk API unreachable: {type(exc).__name__}") from exc

@@ -1,0 +1,97 @@
+"""Configuration from the environment, validated once at start.
+
+A missing or malformed required variable is a ConfigError whose message names the
+variable; the entry points print it as one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from svix.webhooks import Webhook
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or unusable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    mongodb_uri: str
+    webhook_signing_secret: str = field(repr=False)
+    clerk_secret_key: str | None = field(default=None, repr=False)
+    clerk_jwt_key: str | None = field(default=None, repr=False)
+    authorized_parties: tuple[str, ...] = ()
+    clerk_api_url: str = "https://api.clerk.com"
+    event_retention_days: float = 7.0
+    log_format: str = "text"
+    db_timeout_ms: int = 5000
+    clerk_timeout_ms: int = 3000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        config = cls(
+            mongodb_uri=_required(env, "MONGODB_URI"),
+            webhook_signing_secret=_required(env, "CLERK_WEBHOOK_SIGNING_SECRET"),
+            clerk_secret_key=env.get("CLERK_SECRET_KEY", "").strip() or None,
+            clerk_jwt_key=env.get("CLERK_JWT_KEY", "").replace("\\n", "\n").strip() or None,
+            authorized_parties=tuple(
+                p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",") if p.strip()
+            ),
+            clerk_api_url=env.get("CLERK_API_URL", "").strip() or cls.clerk_api_url,
+            event_retention_days=_number(env, "EVENT_RETENTION_DAYS", 7.0, float),
+            log_format=env.get("LOG_FORMAT", "text").strip().lower() or "text",
+            db_timeout_ms=_number(env, "DB_TIMEOUT_MS", 5000, int),
+            clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Fail fast, naming the variable, on anything the service could not run with."""
+        if not self.mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("MONGODB_URI must start with mongodb:// or mongodb+srv://")
+        if not urlsplit(self.mongodb_uri).path.strip("/"):
+            raise ConfigError("MONGODB_URI must name the database in its path, e.g. /xclone")
+        try:
+            Webhook(self.webhook_signing_secret)
+        except Exception as exc:
+            raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET is not a valid whsec_ secret") from exc
+        if self.clerk_jwt_key:
+            try:
+                load_pem_public_key(self.clerk_jwt_key.encode())
+            except Exception as exc:
+                raise ConfigError("CLERK_JWT_KEY is not a PEM public key") from exc
+        if urlsplit(self.clerk_api_url).scheme not in ("http", "https"):
+            raise ConfigError("CLERK_API_URL must be an http(s) URL")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT must be 'text' or 'json'")
+        if self.event_retention_days <= 0:
+            raise ConfigError("EVENT_RETENTION_DAYS must be positive")
+
+    @property
+    def clerk_server_url(self) -> str:
+        """The SDK's ``server_url``: paths such as ``/users`` are appended to it."""
+        return self.clerk_api_url.rstrip("/") + "/v1"
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default, kind):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc

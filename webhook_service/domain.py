@@ -1,0 +1,199 @@
+"""Pure decision logic: what a Clerk event means for the local ``users`` collection.
+
+Nothing here touches Flask, pymongo or the network, so every rule can be tested
+on plain data: how an event is parsed, what a Clerk user maps to, which username
+a user gets, and who wins when two users claim the same username.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
+
+USERNAME_MAX = 30
+_NOT_USERNAME_CHARS = re.compile(r"[^a-z0-9_]+")
+
+
+class MalformedEvent(ValueError):
+    """A correctly signed body that is not a usable Clerk event."""
+
+
+class Outcome(StrEnum):
+    """What handling a delivery did. The values appear in logs, metrics and the event log."""
+
+    APPLIED = "applied"
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    DELETED = "deleted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class UsernameSource(StrEnum):
+    """Where a local username came from; Clerk's own usernames outrank derived ones."""
+
+    CLERK = "clerk"
+    EMAIL = "email"
+    FALLBACK = "fallback"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A parsed Clerk webhook envelope."""
+
+    type: str
+    data: Mapping[str, Any]
+
+    @property
+    def user_id(self) -> str | None:
+        return self.data["id"] if self.type.startswith("user.") else None
+
+
+@dataclass(frozen=True)
+class LocalUser:
+    """The Clerk-owned part of a local user document, plus the version it came from."""
+
+    clerk_id: str
+    email: str | None
+    first_name: str
+    last_name: str
+    username: str
+    username_source: UsernameSource
+    profile_picture: str
+    clerk_updated_at: int
+
+    def clerk_fields(self) -> dict[str, Any]:
+        """The fields sync owns, under the app's own field names."""
+        return {
+            "clerkId": self.clerk_id,
+            "email": self.email,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "username": self.username,
+            "profilePicture": self.profile_picture,
+        }
+
+
+def parse_event(body: bytes) -> Event:
+    """Parse a verified body, or raise MalformedEvent naming what is wrong."""
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent("body is not JSON") from exc
+    if not isinstance(envelope, dict):
+        raise MalformedEvent("event is not a JSON object")
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise MalformedEvent("event has no string 'type'")
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise MalformedEvent("event has no object 'data'")
+    if event_type.startswith("user.") and not (isinstance(data.get("id"), str) and data["id"]):
+        raise MalformedEvent("user event has no string 'data.id'")
+    if event_type in ("user.created", "user.updated"):
+        updated_at = data.get("updated_at")
+        if not isinstance(updated_at, int) or isinstance(updated_at, bool) or updated_at < 0:
+            raise MalformedEvent("user event has no integer 'data.updated_at'")
+    return Event(type=event_type, data=data)
+
+
+def primary_email(user: Mapping[str, Any]) -> str | None:
+    """The address whose id is ``primary_email_address_id``; None for phone or web3 users."""
+    primary_id = user.get("primary_email_address_id")
+    if not primary_id:
+        return None
+    addresses = user.get("email_addresses")
+    for address in addresses if isinstance(addresses, list) else ():
+        if isinstance(address, Mapping) and address.get("id") == primary_id:
+            value = address.get("email_address")
+            return value if isinstance(value, str) and value else None
+    return None
+
+
+def normalise_username(raw: str) -> str:
+    """Lower-case, keep [a-z0-9_], squeeze the rest to one underscore, cap the length."""
+    name = _NOT_USERNAME_CHARS.sub("_", raw.lower()).strip("_")
+    return name[:USERNAME_MAX].rstrip("_")
+
+
+def email_username(email: str) -> str:
+    """The username derived from an email's local part, without any ``+tag``."""
+    local = email.split("@", 1)[0].split("+", 1)[0]
+    return normalise_username(local)
+
+
+def fallback_username(clerk_id: str) -> str:
+    """A stable username for users with neither a Clerk username nor an email."""
+    return f"user_{_id_suffix(clerk_id, 10)}"
+
+
+def disambiguated_username(base: str, clerk_id: str) -> str:
+    """The deterministic alternative a user gets when ``base`` belongs to someone else."""
+    suffix = _id_suffix(clerk_id, 6)
+    return f"{base[: USERNAME_MAX - len(suffix) - 1]}_{suffix}"
+
+
+def _id_suffix(clerk_id: str, length: int) -> str:
+    return hashlib.sha256(clerk_id.encode()).hexdigest()[:length]
+
+
+def choose_username(user: Mapping[str, Any], email: str | None) -> tuple[str, UsernameSource]:
+    """Clerk's username when set, else the email's local part, else a fallback from the id."""
+    clerk_name = user.get("username")
+    if isinstance(clerk_name, str) and clerk_name.strip():
+        return clerk_name.strip(), UsernameSource.CLERK
+    if email:
+        derived = email_username(email)
+        if derived:
+            return derived, UsernameSource.EMAIL
+    return fallback_username(user["id"]), UsernameSource.FALLBACK
+
+
+def map_clerk_user(user: Mapping[str, Any]) -> LocalUser:
+    """Map a Clerk User object (webhook ``data`` or Backend API) to the local fields."""
+    email = primary_email(user)
+    username, source = choose_username(user, email)
+    return LocalUser(
+        clerk_id=user["id"],
+        email=email,
+        first_name=_text(user.get("first_name")),
+        last_name=_text(user.get("last_name")),
+        username=username,
+        username_source=source,
+        profile_picture=_text(user.get("image_url")),
+        clerk_updated_at=int(user["updated_at"]),
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def claim_beats_holder(
+    claimant: LocalUser, holder_source: str | None, holder_updated_at: int, holder_clerk_id: str
+) -> bool:
+    """Decide whether ``claimant`` takes a username that another local user holds.
+
+    Clerk keeps its usernames unique at every instant, so when two versions claim
+    the same Clerk username the older one is already out of date: the newer wins.
+    A name Clerk set outranks one we derived. Between two derived names the holder
+    keeps it, so nobody's handle changes because someone else signed up. The loser
+    takes its deterministic disambiguated name until its next event.
+    """
+    claimant_is_clerk = claimant.username_source is UsernameSource.CLERK
+    holder_is_clerk = holder_source == UsernameSource.CLERK.value
+    if claimant_is_clerk != holder_is_clerk:
+        return claimant_is_clerk
+    if not claimant_is_clerk:
+        return False
+    if claimant.clerk_updated_at != holder_updated_at:
+        return claimant.clerk_updated_at > holder_updated_at
+    return claimant.clerk_id < holder_clerk_id

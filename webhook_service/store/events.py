@@ -1,0 +1,179 @@
+"""The event log: one record per verified delivery, kept for replay and for answering
+"did Clerk's event arrive, and what happened to it?".
+
+Records are written in batches by a background thread, so logging a delivery costs
+the request no database round trip: the user write is the only one on the common
+path. The trade-off is stated plainly in the README: a record still in the buffer
+when a worker is killed is lost, while the user write it describes is not. Records,
+including the raw payload with its personal data, expire through a TTL index.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import DESCENDING, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from ..domain import Outcome
+from .mongo import EVENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    delivery_id: str
+    event_type: str | None
+    user_id: str | None
+    outcome: Outcome
+    payload: str | None = None
+    error: str | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class EventLog:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        retention_days: float = 7.0,
+        flush_interval_s: float = 0.05,
+        max_batch: int = 500,
+        max_buffer: int = 50_000,
+    ) -> None:
+        self.collection = db[EVENTS]
+        self._retention = timedelta(days=retention_days)
+        self._interval = flush_interval_s
+        self._max_batch = max_batch
+        self._buffer: deque[EventRecord] = deque(maxlen=max_buffer)
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- writing -----------------------------------------------------------------
+
+    def record(self, record: EventRecord) -> None:
+        """Queue a record; the background writer stores it within ``flush_interval_s``."""
+        with self._wake:
+            if len(self._buffer) == self._buffer.maxlen:
+                log.warning("event log buffer full; dropping the oldest record")
+            self._buffer.append(record)
+            if self._thread is None:
+                self._start_writer()
+            if len(self._buffer) >= self._max_batch:
+                self._wake.notify()
+
+    def flush(self) -> None:
+        """Write everything buffered now. Raises PyMongoError if the database is down."""
+        while True:
+            with self._wake:
+                batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
+            if not batch:
+                return
+            try:
+                self._write(batch)
+            except BulkWriteError as exc:
+                # Unordered: the rest landed. Typically two workers raced to insert the
+                # same delivery's record; writing the losers again now finds it.
+                failed = sorted({e["index"] for e in exc.details.get("writeErrors", [])})
+                self._requeue([batch[i] for i in failed])
+                raise
+            except PyMongoError:
+                self._requeue(batch)
+                raise
+
+    def _requeue(self, records: list[EventRecord]) -> None:
+        with self._wake:
+            self._buffer.extendleft(reversed(records))
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        try:
+            self.flush()
+        except PyMongoError:
+            log.warning("event log: %d records not written at shutdown", len(self._buffer))
+
+    def _start_writer(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="event-log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def _run(self) -> None:
+        backoff = self._interval
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                self._wake.wait(backoff)
+            try:
+                self.flush()
+                backoff = self._interval
+            except PyMongoError as exc:
+                backoff = min(backoff * 2, 5.0)
+                log.warning("event log write failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+
+    def _write(self, batch: list[EventRecord]) -> None:
+        self.collection.bulk_write([self._operation(r) for r in batch], ordered=False)
+
+    def _operation(self, record: EventRecord) -> UpdateOne:
+        latest: dict[str, Any] = {
+            "type": record.event_type,
+            "userId": record.user_id,
+            "lastOutcome": record.outcome.value,
+            "lastReceivedAt": record.received_at,
+            "error": record.error,
+            "expiresAt": record.received_at + self._retention,
+        }
+        if record.payload is not None:
+            latest["payload"] = record.payload
+        first = {"receivedAt": record.received_at}
+        # A duplicate says nothing new about what the event did, so it never hides
+        # the outcome of the attempt that actually decided it.
+        if record.outcome is Outcome.DUPLICATE:
+            first["outcome"] = record.outcome.value
+        else:
+            latest["outcome"] = record.outcome.value
+        return UpdateOne(
+            {"_id": record.delivery_id},
+            {"$set": latest, "$setOnInsert": first, "$inc": {"attempts": 1}},
+            upsert=True,
+        )
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, delivery_id: str) -> dict[str, Any] | None:
+        return self.collection.find_one({"_id": delivery_id})
+
+    def find(
+        self,
+        *,
+        outcome: str | None = None,
+        user_id: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        with_payload: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Recent records, newest first, filtered as the operator asked."""
+        query: dict[str, Any] = {}
+        if outcome:
+            query["outcome"] = outcome
+        if user_id:
+            query["userId"] = user_id
+        if event_type:
+            query["type"] = event_type
+        if since:
+            query["receivedAt"] = {"$gte": since}
+        projection = None if with_payload else {"payload": 0}
+        cursor = self.collection.find(query, projection).sort("receivedAt", DESCENDING)
+        return list(cursor.limit(limit) if limit else cursor)

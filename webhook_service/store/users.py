@@ -1,0 +1,228 @@
+"""The ``users`` collection and its tombstones, written only through atomic operations.
+
+Ordering is decided by the database, never read-then-write: an upsert's filter only
+matches a stored version that is not newer than the incoming one, so a stale write
+falls through to an insert that the unique ``clerkId`` index rejects. The common path,
+an update to an existing user, is one ``findAndModify``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from ..domain import LocalUser, Outcome, claim_beats_holder, disambiguated_username
+from .errors import StoreUnavailable, UsernameConflict
+from .mongo import TOMBSTONES, USERS, ensure_indexes
+
+APP_OWNED_DEFAULTS: dict[str, Any] = {
+    "bannerImage": "",
+    "bio": "",
+    "location": "",
+    "followers": [],
+    "following": [],
+}
+_USERNAME_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    outcome: Outcome
+    created: bool = False
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """Turn any driver failure into StoreUnavailable, so callers answer 503."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except PyMongoError as exc:
+        raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
+
+
+class UserStore:
+    """Local copies of Clerk users, versioned by Clerk's ``updated_at``."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
+        self.db = db
+        self.users = db[USERS]
+        self.tombstones = db[TOMBSTONES]
+        self._now = clock or (lambda: datetime.now(UTC))
+        self._indexes_ready = False
+        self._index_lock = threading.Lock()
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes once per process, before the first write relies on them.
+
+        Done lazily rather than at start, so a worker boots (and answers 503) while
+        the database is down instead of crash-looping.
+        """
+        if self._indexes_ready:
+            return
+        with self._index_lock, _unavailable_on_error():
+            if not self._indexes_ready:
+                ensure_indexes(self.db)
+                self._indexes_ready = True
+
+    def get(self, clerk_id: str) -> dict[str, Any] | None:
+        with _unavailable_on_error():
+            return self.users.find_one({"clerkId": clerk_id})
+
+    def upsert_if_newer(self, user: LocalUser, delivery_id: str | None = None) -> UpsertResult:
+        """Write ``user`` unless the stored version is newer, the id was deleted, or
+        this same delivery was already applied."""
+        self.ensure_indexes()
+        username = user.username
+        with _unavailable_on_error():
+            for _ in range(_USERNAME_ATTEMPTS):
+                try:
+                    before = self.users.find_one_and_update(
+                        self._newer_filter(user, delivery_id),
+                        self._update(user, username, delivery_id),
+                        upsert=True,
+                        projection={"tombstonePending": 1},
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                except DuplicateKeyError as exc:
+                    key = (exc.details or {}).get("keyPattern") or {}
+                    if "usernameLower" in key:
+                        username = self._settle_username_clash(user, username)
+                        continue
+                    if "clerkId" in key:
+                        outcome = self._why_not_applied(user, delivery_id)
+                        if outcome is None:
+                            continue
+                        return UpsertResult(outcome)
+                    raise
+                created = before is None
+                unchecked = created or before.get("tombstonePending")
+                if unchecked and self._settle_tombstone(user.clerk_id):
+                    return UpsertResult(Outcome.STALE)
+                return UpsertResult(Outcome.APPLIED, created=created)
+        raise UsernameConflict(f"write for {user.clerk_id} still contested after retries")
+
+    def delete(self, clerk_id: str, delivery_id: str | None = None) -> Outcome:
+        """Remove the user, remember the id forever, and pull it from every follow list.
+
+        The tombstone is written before the document is removed, and inserts check for
+        it after they land: whichever order the two race in, the user stays deleted.
+        A retry after a crash pulls the remembered ``_id`` again, so cleanup completes.
+        """
+        self.ensure_indexes()
+        with _unavailable_on_error():
+            doc = self.users.find_one({"clerkId": clerk_id}, {"_id": 1})
+            update: dict[str, Any] = {
+                "$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id}
+            }
+            if doc is not None:
+                update["$addToSet"] = {"objectIds": doc["_id"]}
+            before = self.tombstones.find_one_and_update(
+                {"_id": clerk_id}, update, upsert=True, return_document=ReturnDocument.BEFORE
+            )
+            removed = self.users.delete_many({"clerkId": clerk_id}).deleted_count
+            object_ids = list((before or {}).get("objectIds", []))
+            if doc is not None:
+                object_ids.append(doc["_id"])
+            self._pull_follow_references(object_ids)
+        if removed or before is None:
+            return Outcome.DELETED
+        return Outcome.DUPLICATE
+
+    def is_deleted(self, clerk_id: str) -> bool:
+        with _unavailable_on_error():
+            return self.tombstones.find_one({"_id": clerk_id}, {"_id": 1}) is not None
+
+    # -- internals -------------------------------------------------------------
+
+    @staticmethod
+    def _newer_filter(user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
+        query: dict[str, Any] = {
+            "clerkId": user.clerk_id,
+            "clerkUpdatedAt": {"$lte": user.clerk_updated_at},
+        }
+        if delivery_id is not None:
+            query["lastDeliveryId"] = {"$ne": delivery_id}
+        return query
+
+    def _update(self, user: LocalUser, username: str, delivery_id: str | None) -> dict[str, Any]:
+        now = self._now()
+        fields = user.clerk_fields()
+        fields.update(
+            username=username,
+            usernameLower=username.lower(),
+            usernameSource=user.username_source.value,
+            clerkUpdatedAt=user.clerk_updated_at,
+            lastDeliveryId=delivery_id,
+            updatedAt=now,
+        )
+        on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now, tombstonePending=True)
+        return {"$set": fields, "$setOnInsert": on_insert}
+
+    def _why_not_applied(self, user: LocalUser, delivery_id: str | None) -> Outcome | None:
+        """Classify an upsert the filter refused; None means it is worth trying again."""
+        doc = self.users.find_one(
+            {"clerkId": user.clerk_id}, {"clerkUpdatedAt": 1, "lastDeliveryId": 1}
+        )
+        if doc is None:
+            return None
+        if "clerkUpdatedAt" not in doc:
+            # A document written before this service (e.g. by the old login hook):
+            # adopt it as the oldest version so Clerk's data can take over.
+            self.users.update_one(
+                {"_id": doc["_id"], "clerkUpdatedAt": {"$exists": False}},
+                {"$set": {"clerkUpdatedAt": -1}},
+            )
+            return None
+        if delivery_id is not None and doc.get("lastDeliveryId") == delivery_id:
+            return Outcome.DUPLICATE
+        return Outcome.STALE
+
+    def _settle_username_clash(self, user: LocalUser, username: str) -> str:
+        """Resolve a clash on ``username``; return the name to try next."""
+        holder = self.users.find_one(
+            {"usernameLower": username.lower()},
+            {"clerkId": 1, "usernameSource": 1, "clerkUpdatedAt": 1},
+        )
+        if holder is None or holder["clerkId"] == user.clerk_id:
+            return username
+        if not claim_beats_holder(
+            user, holder.get("usernameSource"), holder.get("clerkUpdatedAt", -1), holder["clerkId"]
+        ):
+            return disambiguated_username(username, user.clerk_id)
+        displaced = disambiguated_username(username, holder["clerkId"])
+        try:
+            self.users.update_one(
+                {"_id": holder["_id"], "usernameLower": username.lower()},
+                {"$set": {"username": displaced, "usernameLower": displaced.lower()}},
+            )
+        except DuplicateKeyError as exc:
+            raise UsernameConflict(f"cannot move {holder['clerkId']} off {username!r}") from exc
+        return username
+
+    def _settle_tombstone(self, clerk_id: str) -> bool:
+        """After an insert: undo it if the id was deleted, else mark it checked."""
+        if self.tombstones.find_one({"_id": clerk_id}, {"_id": 1}) is not None:
+            self.users.delete_many({"clerkId": clerk_id})
+            return True
+        self.users.update_one({"clerkId": clerk_id}, {"$unset": {"tombstonePending": ""}})
+        return False
+
+    def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
+        if not object_ids:
+            return
+        ids = {"$in": object_ids}
+        self.users.update_many(
+            {"$or": [{"followers": ids}, {"following": ids}]},
+            {"$pull": {"followers": ids, "following": ids}},
+        )
