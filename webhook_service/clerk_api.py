@@ -37,16 +37,26 @@ class ClerkAPI:
         *,
         timeout_ms: int = 3000,
         retry_budget_ms: int = 5000,
+        retry_statuses: tuple[str, ...] = ("5XX",),
+        max_retry_after_s: float = 1.0,
         on_status: Callable[[int | str], None] | None = None,
     ) -> None:
         retries = RetryConfig(
             "backoff",
-            BackoffStrategy(200, 1000, 2.0, retry_budget_ms, jitter_ms=100),
+            BackoffStrategy(200, 2000, 2.0, retry_budget_ms, jitter_ms=100),
             retry_connection_errors=True,
+            status_codes_override=list(retry_statuses),
         )
-        hooks = {"response": [lambda r: on_status(r.status_code)]} if on_status else {}
+
+        def on_response(response: httpx.Response) -> None:
+            # The SDK sleeps for whatever Retry-After says; cap it so that one answer
+            # cannot stall a request past its budget.
+            _cap_retry_after(response, max_retry_after_s)
+            if on_status is not None:
+                on_status(response.status_code)
+
         self._sdk = Clerk(
-            client=httpx.Client(event_hooks=hooks),
+            client=httpx.Client(event_hooks={"response": [on_response]}),
             bearer_auth=secret_key,
             server_url=server_url,
             retry_config=retries,
@@ -73,6 +83,28 @@ class ClerkAPI:
             if len(page) < page_size:
                 return
             offset += len(page)
+
+    def existing_ids(self, user_ids: list[str]) -> set[str]:
+        """Which of these ids Clerk still has (one list call per 100 ids)."""
+        found: set[str] = set()
+        for start in range(0, len(user_ids), 100):
+            chunk = user_ids[start : start + 100]
+            with _translated_errors():
+                page = self._sdk.users.list(request={"user_id": chunk, "limit": len(chunk)})
+            found.update(u.id for u in page)
+        return found
+
+
+def _cap_retry_after(response: httpx.Response, cap_s: float) -> None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return
+    try:
+        too_long = float(value) > cap_s
+    except ValueError:
+        too_long = True  # an HTTP date: treat as "later than we can wait"
+    if too_long:
+        response.headers["retry-after"] = str(cap_s)
 
 
 @contextmanager

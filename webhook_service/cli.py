@@ -1,19 +1,231 @@
-"""Operator commands, registered on the app: ``flask --app wsgi <command>``."""
+"""Operator commands, registered on the app: ``flask --app wsgi <command>``.
+
+Each command is thin: read options, call one function, print rows and a one-line
+summary, and exit non-zero with one clear line on failure.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
 import click
+import httpx
 from flask import Flask, current_app
 
-from .store import ensure_indexes
+from . import sample_events
+from .clerk_api import ClerkAPI, ClerkUnavailable
+from .domain import Outcome
+from .reconcile import ReconcileRefused, ReconcileReport, reconcile
+from .store import StoreUnavailable, ensure_indexes
 
 
 def register_commands(app: Flask) -> None:
-    app.cli.add_command(init_db)
+    for command in (init_db, reconcile_command, events_command, replay_command, send_test_event):
+        app.cli.add_command(command)
+
+
+def _services():
+    return current_app.extensions["webhook_service"]
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
 
 
 @click.command("init-db")
 def init_db() -> None:
-    """Create the indexes the service relies on (the service also does this at start)."""
-    ensure_indexes(current_app.extensions["webhook_service"].db)
+    """Create the indexes the service relies on (the service also does this itself)."""
+    try:
+        ensure_indexes(_services().db)
+    except Exception as exc:
+        _fail(f"could not create indexes: {type(exc).__name__}")
     click.echo("indexes ready")
+
+
+# -- reconcile -------------------------------------------------------------------
+
+
+@click.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--force", is_flag=True, help="Delete local users even if Clerk returned none.")
+def reconcile_command(dry_run: bool, force: bool) -> None:
+    """Bring the local users collection into agreement with Clerk."""
+    services = _services()
+    if not services.config.clerk_secret_key:
+        _fail("CLERK_SECRET_KEY is not set; reconcile needs Clerk's Backend API")
+    clerk = ClerkAPI(
+        services.config.clerk_secret_key,
+        services.config.clerk_server_url,
+        timeout_ms=10_000,
+        retry_budget_ms=60_000,
+        retry_statuses=("429", "5XX"),
+        max_retry_after_s=30.0,
+        on_status=services.metrics.clerk_call,
+    )
+    progress = _Progress()
+    report = ReconcileReport(dry_run=dry_run)
+    try:
+        report = reconcile(services.store, clerk, dry_run=dry_run, force=force, on_page=progress.update)
+    except ReconcileRefused as exc:
+        progress.close()
+        _fail(str(exc))
+    except (ClerkUnavailable, StoreUnavailable) as exc:
+        progress.close()
+        done = progress.last.summary() if progress.last else "nothing done"
+        _fail(f"reconcile stopped: {exc}. So far: {done}. Rerunning is safe.")
+    progress.close()
+    for clerk_id in report.would_delete:
+        click.echo(f"would delete {clerk_id}")
+    click.echo(("dry run: " if dry_run else "reconciled: ") + report.summary())
+
+
+class _Progress:
+    """A tqdm bar on a terminal; one plain line per page otherwise."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(unit="user", desc="reconcile", disable=not self.tty, file=sys.stderr)
+        self.last: ReconcileReport | None = None
+
+    def update(self, report: ReconcileReport) -> None:
+        self.bar.update(report.seen - self.bar.n)
+        self.last = report
+        counts = dict(created=report.created, updated=report.updated, unchanged=report.unchanged)
+        if self.tty:
+            self.bar.set_postfix(counts)
+        else:
+            detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+            click.echo(f"page {report.pages}: {report.seen} users seen, {detail}", err=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# -- event log -------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """'30m', '2h', '7d', or an ISO 8601 date/time (UTC if no zone is given)."""
+    if not value:
+        return None
+    match = _DURATION.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use e.g. 30m, 2h, 7d or 2026-11-29T10:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_OUTCOMES = click.Choice([o.value for o in Outcome])
+
+
+@click.command("events")
+@click.option("--status", type=_OUTCOMES, help="Only deliveries with this outcome.")
+@click.option("--user", "user_id", help="Only deliveries for this Clerk user id.")
+@click.option("--type", "event_type", help="Only this event type, e.g. user.updated.")
+@click.option("--since", help="Only deliveries received since: 30m, 2h, 7d or an ISO date.")
+@click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
+def events_command(status, user_id, event_type, since, limit) -> None:
+    """List recent deliveries from the event log, newest first."""
+    try:
+        rows = _services().events.find(
+            outcome=status, user_id=user_id, event_type=event_type, since=parse_since(since), limit=limit
+        )
+    except Exception as exc:
+        _fail(f"could not read the event log: {type(exc).__name__}")
+    for row in rows:
+        error = f"  error={row['error']}" if row.get("error") else ""
+        click.echo(
+            f"{row['receivedAt']:%Y-%m-%d %H:%M:%S}  {row['_id']}  {row.get('type') or '-':<20} "
+            f"{row.get('userId') or '-':<32} {row.get('outcome'):<9} attempts={row.get('attempts', 1)}{error}"
+        )
+    click.echo(f"{len(rows)} deliveries")
+
+
+@click.command("replay")
+@click.argument("svix_id", required=False)
+@click.option("--status", type=_OUTCOMES, help="Replay every stored delivery with this outcome.")
+@click.option("--since", help="Replay every stored delivery received since: 30m, 2h, 7d or an ISO date.")
+def replay_command(svix_id, status, since) -> None:
+    """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
+    services = _services()
+    if not (svix_id or status or since):
+        _fail("name a svix-id, or pass --status or --since")
+    try:
+        if svix_id:
+            record = services.events.get(svix_id)
+            if record is None:
+                _fail(f"no stored event with svix-id {svix_id}")
+            records = [record]
+        else:
+            records = services.events.find(
+                outcome=status, since=parse_since(since), limit=0, with_payload=True
+            )
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        _fail(f"could not read the event log: {type(exc).__name__}")
+    counts: dict[str, int] = {}
+    for record in records:
+        if not record.get("payload"):
+            click.echo(f"{record['_id']}  skipped: payload expired")
+            counts["skipped"] = counts.get("skipped", 0) + 1
+            continue
+        result = services.deliveries.handle(record["_id"], record["payload"].encode())
+        suffix = f"  error={result.error}" if result.error else ""
+        click.echo(f"{record['_id']}  {result.event_type}  {result.outcome.value}{suffix}")
+        counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+    try:
+        services.events.flush()
+    except Exception:
+        click.echo("warning: the event log could not be updated", err=True)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to replay"
+    click.echo(f"replayed {len(records)}: {summary}")
+    if counts.get(Outcome.FAILED.value):
+        sys.exit(1)
+
+
+# -- sample events -----------------------------------------------------------------
+
+
+@click.command("send-test-event")
+@click.argument("event_type", type=click.Choice(["user.created", "user.updated", "user.deleted"]))
+@click.option("--url", default="http://127.0.0.1:8000/api/webhooks/clerk", show_default=True)
+@click.option("--user-id", help="Clerk user id (default: a new one).")
+@click.option("--email", help="Primary email address.")
+@click.option("--username", help="Clerk username (default: none, so it is derived from the email).")
+@click.option("--first-name")
+@click.option("--last-name")
+def send_test_event(event_type, url, user_id, email, username, first_name, last_name) -> None:
+    """Build a realistic Clerk event, sign it with the configured secret and post it."""
+    secret = _services().config.webhook_signing_secret
+    if event_type == "user.deleted":
+        if not user_id:
+            _fail("user.deleted needs --user-id")
+        data = sample_events.make_deleted_data(user_id)
+    else:
+        options = {"email": email, "first_name": first_name, "last_name": last_name}
+        data = sample_events.make_clerk_user(
+            user_id, username=username, **{k: v for k, v in options.items() if v is not None}
+        )
+        data["updated_at"] = sample_events.now_ms()
+    body, headers = sample_events.signed_delivery(sample_events.make_webhook_event(event_type, data), secret)
+    try:
+        response = httpx.post(url, content=body, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        _fail(f"could not post to {url}: {type(exc).__name__}")
+    delivery = f"{event_type} for {data['id']} ({headers['svix-id']})"
+    click.echo(f"{delivery} -> {response.status_code} {response.text.strip()}")
+    if response.status_code >= 300:
+        sys.exit(1)

@@ -85,9 +85,15 @@ class LocalUser:
 def parse_event(body: bytes) -> Event:
     """Parse a verified body, or raise MalformedEvent naming what is wrong."""
     try:
-        envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode("utf-8")  # json.loads(bytes) would also accept UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent("body is not UTF-8") from exc
+    try:
+        envelope = json.loads(text)
+    except ValueError as exc:
         raise MalformedEvent("body is not JSON") from exc
+    except RecursionError as exc:
+        raise MalformedEvent("body is nested too deeply") from exc
     if not isinstance(envelope, dict):
         raise MalformedEvent("event is not a JSON object")
     event_type = envelope.get("type")
@@ -197,3 +203,24 @@ def claim_beats_holder(
     if claimant.clerk_updated_at != holder_updated_at:
         return claimant.clerk_updated_at > holder_updated_at
     return claimant.clerk_id < holder_clerk_id
+
+
+class Plan(StrEnum):
+    """What reconcile does with one Clerk user."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    KEEP = "keep"
+
+
+def plan_user(clerk_updated_at: int, local_updated_at: int | None, deleted_locally: bool) -> Plan:
+    """Reconcile's per-user decision; the write itself is still guarded in the database.
+
+    A local version at least as new as Clerk's is kept (a webhook may have landed
+    after Clerk listed the page). A remembered deletion is never undone.
+    """
+    if deleted_locally:
+        return Plan.KEEP
+    if local_updated_at is None:
+        return Plan.CREATE
+    return Plan.UPDATE if clerk_updated_at > local_updated_at else Plan.KEEP

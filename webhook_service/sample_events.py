@@ -316,6 +316,10 @@ def clerk_error_body(code: str, message: str, long_message: str | None = None, *
     return {"errors": [err], "clerk_trace_id": secrets.token_hex(16)}
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 # ---------------------------------------------------------------------------
 # Signing, exactly as Svix does it
 # ---------------------------------------------------------------------------

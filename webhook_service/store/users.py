@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..domain import LocalUser, Outcome, claim_beats_holder, disambiguated_username
 from .errors import StoreUnavailable, UsernameConflict
@@ -139,6 +139,73 @@ class UserStore:
             return Outcome.DELETED
         return Outcome.DUPLICATE
 
+    def upsert_many_if_newer(self, users: list[LocalUser]) -> list[Outcome]:
+        """``upsert_if_newer`` for a page of users in one bulk write, outcome per user.
+
+        The same filter guards every operation, so a webhook landing mid-page keeps
+        whichever version is newer. Username clashes, rare, fall back to the single path.
+        """
+        if not users:
+            return []
+        self.ensure_indexes()
+        ops = [
+            UpdateOne(self._newer_filter(u, None), self._update(u, u.username, None), upsert=True)
+            for u in users
+        ]
+        outcomes = [Outcome.APPLIED] * len(users)
+        created: list[int] = []
+        with _unavailable_on_error():
+            try:
+                created = list(self.users.bulk_write(ops, ordered=False).upserted_ids)
+            except BulkWriteError as exc:
+                created = [u["index"] for u in exc.details.get("upserted", [])]
+                for error in exc.details.get("writeErrors", []):
+                    key = error.get("keyPattern") or {}
+                    index = error["index"]
+                    if error.get("code") != 11000:
+                        raise StoreUnavailable(f"bulk write failed: {error.get('errmsg')}") from exc
+                    if "clerkId" in key:
+                        outcomes[index] = Outcome.STALE
+                    else:
+                        outcomes[index] = self.upsert_if_newer(users[index]).outcome
+            if created:
+                ids = [users[i].clerk_id for i in created]
+                gone = {t["_id"] for t in self.tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
+                if gone:
+                    self.users.delete_many({"clerkId": {"$in": list(gone)}})
+                self.users.update_many(
+                    {"clerkId": {"$in": ids}, "tombstonePending": True},
+                    {"$unset": {"tombstonePending": ""}},
+                )
+                for i in created:
+                    outcomes[i] = Outcome.STALE if users[i].clerk_id in gone else Outcome.APPLIED
+        return outcomes
+
+    def versions(self, clerk_ids: list[str]) -> dict[str, int]:
+        """The stored Clerk version of each id that exists locally (-1 for legacy docs)."""
+        with _unavailable_on_error():
+            docs = self.users.find({"clerkId": {"$in": clerk_ids}}, {"clerkId": 1, "clerkUpdatedAt": 1})
+            return {d["clerkId"]: d.get("clerkUpdatedAt", -1) for d in docs}
+
+    def deleted_among(self, clerk_ids: list[str]) -> set[str]:
+        with _unavailable_on_error():
+            return {t["_id"] for t in self.tombstones.find({"_id": {"$in": clerk_ids}}, {"_id": 1})}
+
+    def mark_seen(self, clerk_ids: list[str], run_id: str) -> None:
+        """Stamp users that Clerk listed in this reconcile run (a single command per page)."""
+        with _unavailable_on_error():
+            self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
+
+    def iter_unseen(self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None):
+        """Local users Clerk did not list, skipping any written since the run began."""
+        query: dict[str, Any] = {"clerkUpdatedAt": {"$not": {"$gte": older_than_ms}}}
+        if run_id is not None:
+            query["reconcileRun"] = {"$ne": run_id}
+        with _unavailable_on_error():
+            for doc in self.users.find(query, {"clerkId": 1}).batch_size(1000):
+                if seen is None or doc["clerkId"] not in seen:
+                    yield doc["clerkId"]
+
     def is_deleted(self, clerk_id: str) -> bool:
         with _unavailable_on_error():
             return self.tombstones.find_one({"_id": clerk_id}, {"_id": 1}) is not None
@@ -192,7 +259,7 @@ class UserStore:
         """Resolve a clash on ``username``; return the name to try next."""
         holder = self.users.find_one(
             {"usernameLower": username.lower()},
-            {"clerkId": 1, "usernameSource": 1, "clerkUpdatedAt": 1},
+            {"clerkId": 1, "username": 1, "usernameSource": 1, "clerkUpdatedAt": 1},
         )
         if holder is None or holder["clerkId"] == user.clerk_id:
             return username
@@ -200,7 +267,8 @@ class UserStore:
             user, holder.get("usernameSource"), holder.get("clerkUpdatedAt", -1), holder["clerkId"]
         ):
             return disambiguated_username(username, user.clerk_id)
-        displaced = disambiguated_username(username, holder["clerkId"])
+        # The holder's own spelling: the name its next event would settle on too.
+        displaced = disambiguated_username(holder.get("username") or username, holder["clerkId"])
         try:
             self.users.update_one(
                 {"_id": holder["_id"], "usernameLower": username.lower()},

@@ -1,0 +1,127 @@
+"""Bring the local ``users`` collection into agreement with Clerk.
+
+Pages through Clerk's user list (500 at a time), writes each page's creates and
+updates in one bulk write under the webhook ordering rule, then removes local users
+Clerk no longer has, exactly as ``user.deleted`` would. Memory stays bounded: one page
+is held at a time, and users seen are stamped in the database rather than kept in a
+set (except in a dry run, which writes nothing and so keeps the ids in memory).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .clerk_api import ClerkAPI
+from .domain import Plan, map_clerk_user, plan_user
+from .store import UserStore
+
+
+class ReconcileRefused(Exception):
+    """Clerk listed no users while local users exist; deleting them all needs --force."""
+
+
+@dataclass
+class ReconcileReport:
+    seen: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    pages: int = 0
+    dry_run: bool = False
+    would_delete: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verb = "would be " if self.dry_run else ""
+        return (
+            f"{self.seen} Clerk users in {self.pages} pages: {verb}created {self.created}, "
+            f"{verb}updated {self.updated}, unchanged {self.unchanged}, {verb}deleted {self.deleted}"
+        )
+
+
+def reconcile(
+    store: UserStore,
+    clerk: ClerkAPI,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    on_page: Callable[[ReconcileReport], None] | None = None,
+) -> ReconcileReport:
+    """Run one reconcile pass. Safe to rerun, and safe while webhooks arrive."""
+    report = ReconcileReport(dry_run=dry_run)
+    run_id = uuid.uuid4().hex
+    started_ms = int(time.time() * 1000)
+    seen: set[str] | None = set() if dry_run else None
+    for page in clerk.iter_user_pages():
+        _apply_page(store, page, report, run_id, seen)
+        report.pages += 1
+        if on_page is not None:
+            on_page(report)
+    _delete_missing(store, clerk, report, run_id, started_ms, seen, force)
+    return report
+
+
+def _apply_page(store, page, report: ReconcileReport, run_id: str, seen: set[str] | None) -> None:
+    users = [map_clerk_user(u) for u in page]
+    ids = [u.clerk_id for u in users]
+    local = store.versions(ids)
+    deleted = store.deleted_among(ids)
+    todo = []
+    for user in users:
+        plan = plan_user(user.clerk_updated_at, local.get(user.clerk_id), user.clerk_id in deleted)
+        if plan is Plan.KEEP:
+            report.unchanged += 1
+        else:
+            todo.append((plan, user))
+    report.seen += len(users)
+    if seen is not None:
+        seen.update(ids)
+        for plan, _ in todo:
+            report.created += plan is Plan.CREATE
+            report.updated += plan is Plan.UPDATE
+        return
+    outcomes = store.upsert_many_if_newer([user for _, user in todo])
+    for (plan, _), outcome in zip(todo, outcomes, strict=True):
+        if outcome.value != "applied":
+            report.unchanged += 1
+        elif plan is Plan.CREATE:
+            report.created += 1
+        else:
+            report.updated += 1
+    store.mark_seen(ids, run_id)
+
+
+def _delete_missing(store, clerk, report, run_id, started_ms, seen, force) -> None:
+    """Delete local users Clerk did not list, after Clerk confirms each one is gone.
+
+    Offset paging can skip a user when another is deleted mid-run, so absence from
+    the listing alone is not proof; a batched lookup by id is.
+    """
+    batch: list[str] = []
+
+    def flush() -> None:
+        still_there = clerk.existing_ids(batch)
+        for clerk_id in batch:
+            if clerk_id in still_there:
+                continue
+            report.deleted += 1
+            if report.dry_run:
+                report.would_delete.append(clerk_id)
+            else:
+                store.delete(clerk_id)
+        batch.clear()
+
+    for clerk_id in store.iter_unseen(None if seen is not None else run_id, started_ms, seen):
+        if report.seen == 0 and not force:
+            raise ReconcileRefused(
+                "Clerk returned zero users while local users exist; refusing to delete them "
+                "(check CLERK_SECRET_KEY points at the right instance, or pass --force)"
+            )
+        batch.append(clerk_id)
+        if len(batch) >= 100:
+            flush()
+    if batch:
+        flush()
