@@ -3,11 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench sample-event clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -17,6 +16,10 @@ run: $(STAMP)  ## serve on http://127.0.0.1:8000 (embedded dev database unless M
 test: $(STAMP)  ## the whole suite, as CI runs it
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+sample-event: $(STAMP)  ## sign and post a user.created to the service started by `make run`
+	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL" \
+		--email ada@example.com --first-name Ada --last-name Lovelace
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

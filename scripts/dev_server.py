@@ -66,9 +66,16 @@ def main() -> None:
         env["CLERK_WEBHOOK_SIGNING_SECRET"] = dev_signing_secret()
         print(f"development signing secret: {env['CLERK_WEBHOOK_SIGNING_SECRET']}")
     url = f"http://127.0.0.1:{env['PORT']}"
+    DATA.mkdir(exist_ok=True)
+    (DATA / "dev.env").write_text(
+        f"export MONGODB_URI='{env['MONGODB_URI']}'\n"
+        f"export CLERK_WEBHOOK_SIGNING_SECRET='{env['CLERK_WEBHOOK_SIGNING_SECRET']}'\n"
+        f"export WEBHOOK_URL='{url}/api/webhooks/clerk'\n"
+    )
     print(f"serving on {url}")
-    print("send a signed sample event from another terminal:")
-    print(f"  .venv/bin/flask --app wsgi send-test-event user.created --url {url}/api/webhooks/clerk")
+    print("send a signed sample event from another terminal:  make sample-event")
+    print("  (or: . .data/dev.env && .venv/bin/flask --app wsgi send-test-event user.created "
+          "--url $WEBHOOK_URL --email ada@example.com)")
     sys.stdout.flush()
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen(
