@@ -7,6 +7,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.mongo_server import MongoServer
+from tests.mongomock_compat import patched_mongomock
 from tests.signing import TEST_SECRET
 from webhook_service import Config, create_app
 from webhook_service.store import UserStore
@@ -57,7 +58,14 @@ def db(app):
 
 
 @pytest.fixture
-def mock_db():
+def mongomock_compat():
+    """mongomock with the two shims the store needs (see tests/mongomock_compat.py)."""
+    with patched_mongomock():
+        yield
+
+
+@pytest.fixture
+def mock_db(mongomock_compat):
     return mongomock.MongoClient().get_database("unit")
 
 

@@ -19,6 +19,7 @@ USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
 
 USERNAME_MAX = 30
 _NOT_USERNAME_CHARS = re.compile(r"[^a-z0-9_]+")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class MalformedEvent(ValueError):
@@ -96,6 +97,8 @@ def parse_event(body: bytes) -> Event:
         raise MalformedEvent("body is nested too deeply") from exc
     if not isinstance(envelope, dict):
         raise MalformedEvent("event is not a JSON object")
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(envelope):
+        raise MalformedEvent("event has a lone UTF-16 surrogate escape")
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or not event_type:
         raise MalformedEvent("event has no string 'type'")
@@ -109,6 +112,15 @@ def parse_event(body: bytes) -> Event:
         if not isinstance(updated_at, int) or isinstance(updated_at, bool) or updated_at < 0:
             raise MalformedEvent("user event has no integer 'data.updated_at'")
     return Event(type=event_type, data=data)
+
+
+def _encodable(envelope: dict[str, Any]) -> bool:
+    """Whether every string survives UTF-8 (and so BSON); valid surrogate pairs do."""
+    try:
+        json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def primary_email(user: Mapping[str, Any]) -> str | None:

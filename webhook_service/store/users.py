@@ -97,14 +97,19 @@ class UserStore:
                 except DuplicateKeyError as exc:
                     key = (exc.details or {}).get("keyPattern") or {}
                     if "usernameLower" in key:
-                        username = self._settle_username_clash(user, username)
-                        continue
-                    if "clerkId" in key:
-                        outcome = self._why_not_applied(user, delivery_id)
-                        if outcome is None:
+                        holder = self._username_holder(username)
+                        if holder is None:
                             continue
-                        return UpsertResult(outcome)
-                    raise
+                        if holder["clerkId"] != user.clerk_id:
+                            username = self._settle_username_clash(user, username, holder)
+                            continue
+                        # Our own document holds the name: the filter refused the write.
+                    elif "clerkId" not in key:
+                        raise
+                    outcome = self._why_not_applied(user, delivery_id)
+                    if outcome is None:
+                        continue
+                    return UpsertResult(outcome)
                 created = before is None
                 unchecked = created or before.get("tombstonePending")
                 if unchecked and self._settle_tombstone(user.clerk_id):
@@ -255,14 +260,14 @@ class UserStore:
             return Outcome.DUPLICATE
         return Outcome.STALE
 
-    def _settle_username_clash(self, user: LocalUser, username: str) -> str:
-        """Resolve a clash on ``username``; return the name to try next."""
-        holder = self.users.find_one(
+    def _username_holder(self, username: str) -> dict[str, Any] | None:
+        return self.users.find_one(
             {"usernameLower": username.lower()},
             {"clerkId": 1, "username": 1, "usernameSource": 1, "clerkUpdatedAt": 1},
         )
-        if holder is None or holder["clerkId"] == user.clerk_id:
-            return username
+
+    def _settle_username_clash(self, user: LocalUser, username: str, holder: dict[str, Any]) -> str:
+        """Resolve ``user``'s clash with another user on ``username``; return the name to try next."""
         if not claim_beats_holder(
             user, holder.get("usernameSource"), holder.get("clerkUpdatedAt", -1), holder["clerkId"]
         ):

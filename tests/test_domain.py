@@ -1,0 +1,539 @@
+"""Pure tests of webhook_service/domain.py: parsing, mapping, usernames, claim rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from webhook_service.domain import (
+    USERNAME_MAX,
+    Event,
+    LocalUser,
+    MalformedEvent,
+    UsernameSource,
+    choose_username,
+    claim_beats_holder,
+    disambiguated_username,
+    email_username,
+    fallback_username,
+    map_clerk_user,
+    normalise_username,
+    parse_event,
+    primary_email,
+)
+
+USERNAME_RE = re.compile(r"^[a-z0-9_]*$")
+FALLBACK_RE = re.compile(r"^user_[0-9a-f]{10}$")
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def body_of(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def user_event(event_type: str = "user.created", **data_overrides: Any) -> dict[str, Any]:
+    data = make_clerk_user("user_2pAbCdEfGhIjKlMnOpQrStUvWxY", updated_at=1_700_000_000_123)
+    data.update(data_overrides)
+    return make_webhook_event(event_type, data, timestamp_ms=1_700_000_000_200)
+
+
+# -- parse_event: malformed bodies ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b'{"type": "user.created", "data": {}', "not JSON"),
+        (b"\xff\xfe\xfa", "not UTF-8"),
+        (b'{"type": "session.created", "data": {"name": "caf\xe9"}}', "not UTF-8"),
+        # Valid JSON, but UTF-16: json.loads(bytes) would sniff and accept it.
+        (json.dumps({"type": "session.created", "data": {}}).encode("utf-16"), "not UTF-8"),
+        (b"[]", "not a JSON object"),
+        (b'[{"type": "user.created", "data": {}}]', "not a JSON object"),
+        (b'"user.created"', "not a JSON object"),
+        (b"42", "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "truncated",
+        "non-utf8-bytes",
+        "latin1-inside-json",
+        "utf16-json",
+        "array",
+        "array-of-event",
+        "string",
+        "number",
+        "null",
+        "deeply-nested",
+    ],
+)
+def test_parse_event_rejects_bodies_that_are_not_a_json_object(body: bytes, problem: str) -> None:
+    with pytest.raises(MalformedEvent, match=problem):
+        parse_event(body)
+
+
+def test_parse_event_rejects_deep_nesting_inside_data() -> None:
+    body = b'{"type": "session.created", "data": {"x": ' + b"[" * 100_000 + b"}}"
+    with pytest.raises(MalformedEvent, match="nested too deeply"):
+        parse_event(body)
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {"data": {"id": "user_1", "updated_at": 1}},
+        {"type": None, "data": {"id": "user_1", "updated_at": 1}},
+        {"type": 7, "data": {"id": "user_1", "updated_at": 1}},
+        {"type": ["user.created"], "data": {"id": "user_1", "updated_at": 1}},
+        {"type": "", "data": {"id": "user_1", "updated_at": 1}},
+    ],
+    ids=["missing", "null", "number", "list", "empty"],
+)
+def test_parse_event_requires_a_non_empty_string_type(envelope: dict[str, Any]) -> None:
+    with pytest.raises(MalformedEvent, match="'type'"):
+        parse_event(body_of(envelope))
+
+
+@pytest.mark.parametrize("data", [None, [], "user_1", 5, True], ids=repr)
+def test_parse_event_requires_object_data(data: Any) -> None:
+    with pytest.raises(MalformedEvent, match="'data'"):
+        parse_event(body_of({"type": "user.created", "data": data}))
+
+
+def test_parse_event_rejects_missing_data() -> None:
+    with pytest.raises(MalformedEvent, match="'data'"):
+        parse_event(body_of({"type": "session.created", "object": "event"}))
+
+
+@pytest.mark.parametrize("event_type", ["user.created", "user.updated", "user.deleted"])
+@pytest.mark.parametrize("bad_id", ["<missing>", None, 123, "", ["user_1"], {"id": "user_1"}], ids=repr)
+def test_parse_event_requires_string_data_id_for_user_events(event_type: str, bad_id: Any) -> None:
+    data = make_clerk_user("user_x", updated_at=1) if event_type != "user.deleted" else make_deleted_data("x")
+    if bad_id == "<missing>":
+        del data["id"]
+    else:
+        data["id"] = bad_id
+    with pytest.raises(MalformedEvent, match="'data.id'"):
+        parse_event(body_of(make_webhook_event(event_type, data)))
+
+
+@pytest.mark.parametrize("event_type", ["user.created", "user.updated"])
+@pytest.mark.parametrize(
+    "bad_updated_at",
+    ["<missing>", None, "1700000000000", 1.7e12, 1700000000000.5, True, False, -1, [1], {"ms": 1}],
+    ids=repr,
+)
+def test_parse_event_requires_non_negative_int_updated_at(event_type: str, bad_updated_at: Any) -> None:
+    event = user_event(event_type)
+    if bad_updated_at == "<missing>":
+        del event["data"]["updated_at"]
+    else:
+        event["data"]["updated_at"] = bad_updated_at
+    with pytest.raises(MalformedEvent, match="'data.updated_at'"):
+        parse_event(body_of(event))
+
+
+# -- parse_event: valid bodies ------------------------------------------------------------
+
+
+def test_parse_event_accepts_a_realistic_user_created() -> None:
+    event = parse_event(body_of(user_event("user.created")))
+    assert event.type == "user.created"
+    assert event.user_id == "user_2pAbCdEfGhIjKlMnOpQrStUvWxY"
+    assert event.data["updated_at"] == 1_700_000_000_123
+
+
+def test_parse_event_accepts_updated_at_zero() -> None:
+    event = parse_event(body_of(user_event("user.updated", updated_at=0)))
+    assert event.data["updated_at"] == 0
+
+
+def test_parse_event_accepts_user_deleted_with_only_deleted_id_object() -> None:
+    body = body_of({"type": "user.deleted", "data": {"deleted": True, "id": "user_gone", "object": "user"}})
+    event = parse_event(body)
+    assert event == Event(type="user.deleted", data={"deleted": True, "id": "user_gone", "object": "user"})
+    assert event.user_id == "user_gone"
+
+
+def test_parse_event_accepts_user_deleted_from_the_builder() -> None:
+    event = parse_event(body_of(make_webhook_event("user.deleted", make_deleted_data("user_abc"))))
+    assert (event.type, event.user_id) == ("user.deleted", "user_abc")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [
+        ("session.created", {"id": "sess_1", "object": "session", "user_id": "user_1", "status": "active"}),
+        (
+            "email.created",
+            {"object": "email", "to_email_address": "a@example.com", "slug": "verification_code"},
+        ),
+        ("organization.created", {"id": "org_1", "object": "organization", "name": "Acme"}),
+        ("session.ended", {}),
+    ],
+)
+def test_parse_event_accepts_non_user_events_without_user_fields(event_type: str, data: dict) -> None:
+    event = parse_event(body_of(make_webhook_event(event_type, data)))
+    assert event.type == event_type
+    assert dict(event.data) == data
+    assert event.user_id is None  # a session's or organization's own id is not a user id
+
+
+def test_parse_event_accepts_utf8_text_in_names() -> None:
+    body = body_of(user_event(first_name="Zoë", last_name="李"))
+    assert parse_event(body).data["first_name"] == "Zoë"
+    assert (
+        parse_event(json.dumps(user_event(first_name="Zoë"), ensure_ascii=False).encode()).data["first_name"]
+        == "Zoë"
+    )
+
+
+# -- primary_email ----------------------------------------------------------------------------
+
+
+def test_primary_email_is_found_by_id_not_position() -> None:
+    user = make_clerk_user(
+        seed="primary-last",
+        email="real@example.com",
+        extra_emails=["old@example.com", "work@example.com"],
+        primary_first=False,
+    )
+    assert user["email_addresses"][0]["email_address"] == "old@example.com"
+    assert primary_email(user) == "real@example.com"
+
+
+def test_primary_email_for_phone_only_user_is_none() -> None:
+    user = make_clerk_user(seed="phone", phone_only=True)
+    assert user["email_addresses"] == [] and user["primary_email_address_id"] is None
+    assert primary_email(user) is None
+
+
+def test_primary_email_none_when_primary_id_is_none_but_addresses_exist() -> None:
+    user = make_clerk_user(seed="noprimary", extra_emails=["a@example.com"], email=None)
+    assert user["primary_email_address_id"] is None and len(user["email_addresses"]) == 1
+    assert primary_email(user) is None
+
+
+def test_primary_email_none_when_primary_id_matches_nothing() -> None:
+    user = make_clerk_user(
+        seed="dangling", email="x@example.com", primary_email_address_id="idn_doesnotexist"
+    )
+    assert primary_email(user) is None
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"primary_email_address_id": "idn_1"},
+        {"primary_email_address_id": "idn_1", "email_addresses": None},
+        {"primary_email_address_id": "idn_1", "email_addresses": ["idn_1"]},
+        {"primary_email_address_id": "idn_1", "email_addresses": [{"id": "idn_1", "email_address": None}]},
+        {"primary_email_address_id": "idn_1", "email_addresses": [{"id": "idn_1", "email_address": ""}]},
+    ],
+)
+def test_primary_email_tolerates_odd_shapes(user: dict) -> None:
+    assert primary_email(user) is None
+
+
+# -- usernames ------------------------------------------------------------------------------------
+
+
+def test_clerk_username_wins_over_email() -> None:
+    user = make_clerk_user(seed="u", username="ada_l", email="john.doe@example.com")
+    assert choose_username(user, primary_email(user)) == ("ada_l", UsernameSource.CLERK)
+    local = map_clerk_user(user)
+    assert (local.username, local.username_source) == ("ada_l", UsernameSource.CLERK)
+
+
+def test_blank_clerk_username_falls_back_to_email() -> None:
+    user = make_clerk_user(seed="u", username="   ", email="john.doe@example.com")
+    assert choose_username(user, primary_email(user)) == ("john_doe", UsernameSource.EMAIL)
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"),
+    [
+        ("John.Doe+tag@x.com", "john_doe"),
+        ("john.doe@example.com", "john_doe"),
+        ("JOHN@EXAMPLE.COM", "john"),
+        ("a+b+c@x.com", "a"),
+        ("zoë.o'brien@example.ie", "zo_o_brien"),
+        ("josé@example.es", "jos"),
+        ("first...last--x@x.com", "first_last_x"),
+        ("_under_score_@x.com", "under_score"),
+        ("user_99@x.com", "user_99"),
+        ('"quoted name"@x.com', "quoted_name"),
+    ],
+)
+def test_email_username_normalises_the_local_part(email: str, expected: str) -> None:
+    assert email_username(email) == expected
+
+
+def test_email_username_is_capped_at_the_length_limit() -> None:
+    local = "a" * 29 + ".bcdef" + "g" * 40
+    name = email_username(local + "@example.com")
+    assert len(name) <= USERNAME_MAX
+    assert name == "a" * 29  # cut at 30 ("a"*29 + "_"), trailing separator dropped
+    assert len(email_username("x" * 64 + "@example.com")) == USERNAME_MAX
+
+
+@pytest.mark.parametrize(
+    "email", ["@example.com", "+newsletter@example.com", "...@example.com", "李雷@example.cn"]
+)
+def test_empty_derived_name_uses_the_fallback(email: str) -> None:
+    user = make_clerk_user("user_2fallbackAAAAAAAAAAAAAAAAA", email=email)
+    local = map_clerk_user(user)
+    assert local.email == email
+    assert local.username_source is UsernameSource.FALLBACK
+    assert local.username == fallback_username("user_2fallbackAAAAAAAAAAAAAAAAA")
+    assert FALLBACK_RE.match(local.username)
+
+
+def test_phone_only_user_gets_fallback_username() -> None:
+    user = make_clerk_user(seed="phone-user", phone_only=True)
+    local = map_clerk_user(user)
+    assert local.email is None
+    assert local.username_source is UsernameSource.FALLBACK
+    assert local.username == fallback_username(user["id"])
+
+
+def test_fallback_username_is_deterministic_and_distinct_per_id() -> None:
+    a, b = "user_2aaaaaaaaaaaaaaaaaaaaaaaaaa", "user_2aaaaaaaaaaaaaaaaaaaaaaaaab"
+    assert fallback_username(a) == fallback_username(a)
+    assert fallback_username(a) != fallback_username(b)
+    assert FALLBACK_RE.match(fallback_username(a)) and FALLBACK_RE.match(fallback_username(b))
+
+
+def test_disambiguated_username_is_deterministic_distinct_and_capped() -> None:
+    a, b = "user_2aaaaaaaaaaaaaaaaaaaaaaaaaa", "user_2aaaaaaaaaaaaaaaaaaaaaaaaab"
+    assert disambiguated_username("alice", a) == disambiguated_username("alice", a)
+    assert disambiguated_username("alice", a) != disambiguated_username("alice", b)
+    assert disambiguated_username("alice", a).startswith("alice_")
+    assert disambiguated_username("alice", a) != "alice"
+    long_base = "x" * USERNAME_MAX
+    assert len(disambiguated_username(long_base, a)) == USERNAME_MAX
+    assert disambiguated_username(long_base, a) != disambiguated_username(long_base, b)
+
+
+@FAST
+@given(base=st.text(max_size=80), clerk_id=st.text(min_size=1, max_size=40))
+def test_disambiguated_username_property(base: str, clerk_id: str) -> None:
+    name = disambiguated_username(base, clerk_id)
+    assert len(name) <= USERNAME_MAX
+    assert name == disambiguated_username(base, clerk_id)
+    assert name.lower() != base.lower()  # it never re-creates the contested name
+
+
+# -- normalise_username (property) ---------------------------------------------------------
+
+
+@FAST
+@given(st.text())
+def test_normalise_username_output_is_safe_capped_and_idempotent(raw: str) -> None:
+    name = normalise_username(raw)
+    assert USERNAME_RE.match(name)
+    assert len(name) <= USERNAME_MAX
+    assert normalise_username(name) == name
+    assert not name.startswith("_") and not name.endswith("_")
+
+
+# -- map_clerk_user ------------------------------------------------------------------------------
+
+
+def test_map_clerk_user_maps_a_realistic_user() -> None:
+    user = make_clerk_user(
+        "user_2map",
+        email="Ada.Lovelace@example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        image_url="https://img.clerk.com/abc",
+        updated_at=1_700_000_000_999,
+    )
+    assert map_clerk_user(user) == LocalUser(
+        clerk_id="user_2map",
+        email="Ada.Lovelace@example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        username="ada_lovelace",
+        username_source=UsernameSource.EMAIL,
+        profile_picture="https://img.clerk.com/abc",
+        clerk_updated_at=1_700_000_000_999,
+    )
+
+
+def test_map_clerk_user_defaults_missing_names_and_picture_to_empty() -> None:
+    user = make_clerk_user("user_2none", first_name=None, last_name=None, image_url=None, updated_at=5)
+    user["image_url"] = None
+    local = map_clerk_user(user)
+    assert (local.first_name, local.last_name, local.profile_picture) == ("", "", "")
+    assert local.clerk_updated_at == 5
+
+
+def test_map_clerk_user_clerk_fields_use_app_field_names() -> None:
+    user = make_clerk_user("user_2fields", email="e@example.com", username="Eve", image_url="https://i/e.png")
+    assert map_clerk_user(user).clerk_fields() == {
+        "clerkId": "user_2fields",
+        "email": "e@example.com",
+        "firstName": user["first_name"],
+        "lastName": user["last_name"],
+        "username": "Eve",
+        "profilePicture": "https://i/e.png",
+    }
+
+
+_idn = st.sampled_from(["idn_1", "idn_2", "idn_3"])
+_email_obj = st.fixed_dictionaries(
+    {"id": _idn, "email_address": st.one_of(st.emails(), st.text(max_size=30), st.none())}
+)
+_generated_user = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=40),
+        "updated_at": st.integers(min_value=0, max_value=2**53),
+        "username": st.one_of(st.none(), st.text(max_size=40), st.integers()),
+        "first_name": st.one_of(st.none(), st.text(max_size=20)),
+        "last_name": st.one_of(st.none(), st.text(max_size=20)),
+        "image_url": st.one_of(st.none(), st.text(max_size=40)),
+        "primary_email_address_id": st.one_of(st.none(), _idn),
+        "email_addresses": st.lists(_email_obj, max_size=3),
+    }
+)
+
+
+@FAST
+@given(_generated_user)
+def test_map_clerk_user_always_yields_a_usable_username(user: dict[str, Any]) -> None:
+    local = map_clerk_user(user)
+    assert local.username.strip()
+    assert local.clerk_id == user["id"]
+    assert local.clerk_updated_at == user["updated_at"]
+    if local.username_source is UsernameSource.CLERK:
+        assert local.username == user["username"].strip()
+    else:
+        assert USERNAME_RE.match(local.username) and len(local.username) <= USERNAME_MAX
+    if local.username_source is UsernameSource.FALLBACK:
+        assert local.username == fallback_username(user["id"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(), phone_only=st.booleans(), primary_first=st.booleans())
+def test_map_clerk_user_on_builder_users_matches_the_primary_email(
+    seed: int, phone_only: bool, primary_first: bool
+) -> None:
+    user = make_clerk_user(
+        seed=seed, phone_only=phone_only, primary_first=primary_first, extra_emails=["other@example.org"]
+    )
+    local = map_clerk_user(user)
+    if phone_only:
+        assert local.email is None and local.username_source is UsernameSource.FALLBACK
+    else:
+        assert local.email != "other@example.org"
+        assert local.email == next(
+            e["email_address"] for e in user["email_addresses"] if e["id"] == user["primary_email_address_id"]
+        )
+        assert local.username == email_username(local.email)
+
+
+# -- parse_event (property) --------------------------------------------------------------------
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_parse_event_on_arbitrary_bytes_returns_event_or_malformed(body: bytes) -> None:
+    try:
+        event = parse_event(body)
+    except MalformedEvent:
+        return
+    assert isinstance(event, Event) and event.type
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=10,
+)
+_envelope = st.dictionaries(
+    st.sampled_from(["type", "data", "object", "timestamp"]),
+    st.one_of(
+        _json,
+        st.sampled_from(["user.created", "user.updated", "user.deleted", "session.created", ""]),
+        st.dictionaries(
+            st.sampled_from(["id", "updated_at", "deleted", "username"]),
+            st.one_of(_json, st.integers(min_value=-5, max_value=5), st.just("user_1")),
+        ),
+    ),
+)
+
+
+@FAST
+@given(_envelope)
+def test_parse_event_on_generated_envelopes_returns_valid_event_or_malformed(envelope: dict) -> None:
+    try:
+        event = parse_event(body_of(envelope))
+    except MalformedEvent:
+        return
+    assert isinstance(event.type, str) and event.type
+    assert isinstance(event.data, dict)
+    if event.type.startswith("user."):
+        assert isinstance(event.user_id, str) and event.user_id
+    if event.type in ("user.created", "user.updated"):
+        updated_at = event.data["updated_at"]
+        assert type(updated_at) is int and updated_at >= 0
+
+
+# -- claim_beats_holder --------------------------------------------------------------------------
+
+
+def claimant(source: UsernameSource, updated_at: int = 1000, clerk_id: str = "user_m") -> LocalUser:
+    return LocalUser(
+        clerk_id=clerk_id,
+        email=None,
+        first_name="",
+        last_name="",
+        username="alice",
+        username_source=source,
+        profile_picture="",
+        clerk_updated_at=updated_at,
+    )
+
+
+@pytest.mark.parametrize("holder_source", ["email", "fallback", None])
+def test_clerk_name_beats_derived_holder(holder_source: str | None) -> None:
+    # even when the derived holder is newer
+    assert claim_beats_holder(claimant(UsernameSource.CLERK, 1000), holder_source, 9999, "user_h")
+
+
+@pytest.mark.parametrize("source", [UsernameSource.EMAIL, UsernameSource.FALLBACK])
+def test_derived_name_never_beats_clerk_holder(source: UsernameSource) -> None:
+    assert not claim_beats_holder(claimant(source, 9999), "clerk", 1000, "user_h")
+    assert not claim_beats_holder(claimant(source, 9999, "user_a"), "clerk", 1000, "user_z")
+
+
+def test_newer_clerk_name_beats_older_clerk_holder_and_not_the_reverse() -> None:
+    assert claim_beats_holder(claimant(UsernameSource.CLERK, 2000), "clerk", 1000, "user_h")
+    assert not claim_beats_holder(claimant(UsernameSource.CLERK, 1000), "clerk", 2000, "user_h")
+
+
+def test_clerk_tie_is_broken_by_id_consistently() -> None:
+    a = claimant(UsernameSource.CLERK, 1000, "user_a")
+    b = claimant(UsernameSource.CLERK, 1000, "user_b")
+    a_takes = claim_beats_holder(a, "clerk", 1000, "user_b")
+    b_takes = claim_beats_holder(b, "clerk", 1000, "user_a")
+    assert a_takes != b_takes  # exactly one of the two can win, whichever arrives second
+    assert a_takes  # the smaller id
+
+
+@pytest.mark.parametrize("source", [UsernameSource.EMAIL, UsernameSource.FALLBACK])
+@pytest.mark.parametrize("holder_source", ["email", "fallback", None])
+def test_derived_vs_derived_holder_keeps_the_name(source: UsernameSource, holder_source: str | None) -> None:
+    assert not claim_beats_holder(claimant(source, 9999, "user_a"), holder_source, 1, "user_z")
