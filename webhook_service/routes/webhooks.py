@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..signatures import SignatureError
 
@@ -16,6 +17,8 @@ log = logging.getLogger("webhook_service.delivery")
 def receive_clerk_event():
     services = current_app.extensions["webhook_service"]
     body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
+    if _streamed_past_limit(body):
+        raise RequestEntityTooLarge()
     try:
         delivery_id = services.verifier.verify(body, request.headers)
     except SignatureError as exc:
@@ -30,6 +33,15 @@ def receive_clerk_event():
     if result.status >= 400:
         return jsonify(error=_ERRORS.get(result.status, "error"), detail=result.error), result.status
     return jsonify(outcome=result.outcome.value), result.status
+
+
+def _streamed_past_limit(body: bytes) -> bool:
+    """A body sent without Content-Length (chunked, as gunicorn passes it through) is
+    cut at MAX_CONTENT_LENGTH by werkzeug instead of refused; refuse it here."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None or request.content_length is not None or len(body) < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 _ERRORS = {400: "malformed event", 500: "internal error", 503: "database unavailable"}

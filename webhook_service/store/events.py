@@ -23,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..domain import Outcome
-from .mongo import EVENTS
+from .mongo import EVENTS, ensure_indexes
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,13 @@ class EventLog:
         self._max_batch = max_batch
         self._buffer: deque[EventRecord] = deque(maxlen=max_buffer)
         self._wake = threading.Condition()
+        # Held while a batch is taken and written, so flush() returns only once every
+        # record buffered before it, including a batch the writer thread has in flight,
+        # is stored (or back in the buffer after a failure).
+        self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._indexes_ready = False
 
     # -- writing -----------------------------------------------------------------
 
@@ -73,6 +78,10 @@ class EventLog:
 
     def flush(self) -> None:
         """Write everything buffered now. Raises PyMongoError if the database is down."""
+        with self._flush_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         while True:
             with self._wake:
                 batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
@@ -123,6 +132,11 @@ class EventLog:
                 log.warning("event log write failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
 
     def _write(self, batch: list[EventRecord]) -> None:
+        if not self._indexes_ready:
+            # The TTL index must exist before the first payload (personal data) lands,
+            # even on a database that has only ever seen non-user events.
+            ensure_indexes(self.collection.database)
+            self._indexes_ready = True
         self.collection.bulk_write([self._operation(r) for r in batch], ordered=False)
 
     def _operation(self, record: EventRecord) -> UpdateOne:
