@@ -49,6 +49,7 @@ def build_services(config: Config, db: Database | None = None) -> Services:
             config.clerk_secret_key,
             config.clerk_server_url,
             timeout_ms=config.clerk_timeout_ms,
+            retry_budget_ms=config.clerk_retry_budget_ms,
             on_status=metrics.clerk_call,
         )
         jwks = JwksCache(config.clerk_api_url, config.clerk_secret_key)

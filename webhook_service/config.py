@@ -6,6 +6,7 @@ variable; the entry points print it as one line and exit non-zero.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class Config:
     log_format: str = "text"
     db_timeout_ms: int = 5000
     clerk_timeout_ms: int = 3000
+    clerk_retry_budget_ms: int = 5000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -43,11 +45,12 @@ class Config:
             authorized_parties=tuple(
                 p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",") if p.strip()
             ),
-            clerk_api_url=env.get("CLERK_API_URL", "").strip() or cls.clerk_api_url,
+            clerk_api_url=_api_base(env.get("CLERK_API_URL", "")) or cls.clerk_api_url,
             event_retention_days=_number(env, "EVENT_RETENTION_DAYS", 7.0, float),
             log_format=env.get("LOG_FORMAT", "text").strip().lower() or "text",
             db_timeout_ms=_number(env, "DB_TIMEOUT_MS", 5000, int),
             clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
+            clerk_retry_budget_ms=_number(env, "CLERK_RETRY_BUDGET_MS", 5000, int),
         )
         config.validate()
         return config
@@ -59,6 +62,7 @@ class Config:
         if not urlsplit(self.mongodb_uri).path.strip("/"):
             raise ConfigError("MONGODB_URI must name the database in its path, e.g. /xclone")
         try:
+            _strict_base64(self.webhook_signing_secret.removeprefix("whsec_"))
             Webhook(self.webhook_signing_secret)
         except Exception as exc:
             raise ConfigError("CLERK_WEBHOOK_SIGNING_SECRET is not a valid whsec_ secret") from exc
@@ -78,6 +82,20 @@ class Config:
     def clerk_server_url(self) -> str:
         """The SDK's ``server_url``: paths such as ``/users`` are appended to it."""
         return self.clerk_api_url.rstrip("/") + "/v1"
+
+
+def _strict_base64(text: str) -> None:
+    """svix decodes leniently (junk characters are skipped), so a pasted API key would
+    pass as a signing secret and every delivery would then fail verification."""
+    if not text or not base64.b64decode(text + "=" * (-len(text) % 4), validate=True):
+        raise ValueError("empty or not base64")
+
+
+def _api_base(raw: str) -> str:
+    """Accept ``https://api.clerk.com`` with or without ``/v1``: a doubled ``/v1/v1`` would
+    make every user look missing (404), and sync deletes users Clerk says are gone."""
+    base = raw.strip().rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -1,0 +1,58 @@
+"""Configuration from the environment: required variables, normalisation, one-line errors."""
+
+import pytest
+
+from tests.signing import TEST_SECRET
+from webhook_service.config import Config, ConfigError
+
+BASE = {"MONGODB_URI": "mongodb://localhost:27017/xclone", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
+
+
+@pytest.mark.parametrize(
+    "raw", ["https://api.clerk.com", "https://api.clerk.com/", "https://api.clerk.com/v1", "https://api.clerk.com/v1/"]
+)
+def test_clerk_api_url_with_or_without_v1_gives_one_v1(raw):
+    config = Config.from_env(dict(BASE, CLERK_API_URL=raw))
+    assert config.clerk_server_url == "https://api.clerk.com/v1"
+
+
+def test_defaults():
+    config = Config.from_env(BASE)
+    assert config.clerk_server_url == "https://api.clerk.com/v1"
+    assert config.event_retention_days == 7
+    assert config.clerk_secret_key is None
+    assert config.authorized_parties == ()
+
+
+def test_authorized_parties_are_split_and_trimmed():
+    config = Config.from_env(dict(BASE, CLERK_AUTHORIZED_PARTIES=" https://a.dev, ,https://b.dev "))
+    assert config.authorized_parties == ("https://a.dev", "https://b.dev")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"MONGODB_URI": ""}, "MONGODB_URI"),
+        ({"MONGODB_URI": "postgres://x/y"}, "MONGODB_URI"),
+        ({"MONGODB_URI": "mongodb://localhost:27017"}, "MONGODB_URI"),
+        ({"CLERK_WEBHOOK_SIGNING_SECRET": ""}, "CLERK_WEBHOOK_SIGNING_SECRET"),
+        ({"CLERK_JWT_KEY": "not a pem"}, "CLERK_JWT_KEY"),
+        ({"EVENT_RETENTION_DAYS": "soon"}, "EVENT_RETENTION_DAYS"),
+        ({"EVENT_RETENTION_DAYS": "0"}, "EVENT_RETENTION_DAYS"),
+        ({"DB_TIMEOUT_MS": "fast"}, "DB_TIMEOUT_MS"),
+        ({"CLERK_RETRY_BUDGET_MS": "x"}, "CLERK_RETRY_BUDGET_MS"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"CLERK_API_URL": "ftp://api"}, "CLERK_API_URL"),
+    ],
+)
+def test_bad_values_name_the_variable(overrides, named):
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(dict(BASE, **overrides))
+    assert named in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_secret_values_stay_out_of_repr():
+    config = Config.from_env(dict(BASE, CLERK_SECRET_KEY="sk_test_abc"))
+    assert TEST_SECRET not in repr(config)
+    assert "sk_test_abc" not in repr(config)
