@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import click
 import httpx
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from . import sample_events
 from .clerk_api import ClerkAPI, ClerkUnavailable
@@ -35,6 +36,7 @@ def _fail(message: str) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create the indexes the service relies on (the service also does this itself)."""
     try:
@@ -50,7 +52,15 @@ def init_db() -> None:
 @click.command("reconcile")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--force", is_flag=True, help="Delete local users even if Clerk returned none.")
-def reconcile_command(dry_run: bool, force: bool) -> None:
+@click.option(
+    "--retry-budget",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to keep retrying a failing Clerk request before stopping.",
+)
+@with_appcontext
+def reconcile_command(dry_run: bool, force: bool, retry_budget: float) -> None:
     """Bring the local users collection into agreement with Clerk."""
     services = _services()
     if not services.config.clerk_secret_key:
@@ -59,7 +69,7 @@ def reconcile_command(dry_run: bool, force: bool) -> None:
         services.config.clerk_secret_key,
         services.config.clerk_server_url,
         timeout_ms=10_000,
-        retry_budget_ms=60_000,
+        retry_budget_ms=int(retry_budget * 1000),
         retry_statuses=("429", "5XX"),
         max_retry_after_s=30.0,
         on_status=services.metrics.clerk_call,
@@ -128,17 +138,23 @@ def parse_since(value: str | None) -> datetime | None:
 _OUTCOMES = click.Choice([o.value for o in Outcome])
 
 
+def _since_option(help: str):
+    """--since, parsed while click parses options, so a bad value is a usage error (exit 2)."""
+    return click.option("--since", callback=lambda _ctx, _param, value: parse_since(value), help=help)
+
+
 @click.command("events")
 @click.option("--status", type=_OUTCOMES, help="Only deliveries with this outcome.")
 @click.option("--user", "user_id", help="Only deliveries for this Clerk user id.")
 @click.option("--type", "event_type", help="Only this event type, e.g. user.updated.")
-@click.option("--since", help="Only deliveries received since: 30m, 2h, 7d or an ISO date.")
+@_since_option("Only deliveries received since: 30m, 2h, 7d or an ISO date.")
 @click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
+@with_appcontext
 def events_command(status, user_id, event_type, since, limit) -> None:
     """List recent deliveries from the event log, newest first."""
     try:
         rows = _services().events.find(
-            outcome=status, user_id=user_id, event_type=event_type, since=parse_since(since), limit=limit
+            outcome=status, user_id=user_id, event_type=event_type, since=since, limit=limit
         )
     except Exception as exc:
         _fail(f"could not read the event log: {type(exc).__name__}")
@@ -154,7 +170,8 @@ def events_command(status, user_id, event_type, since, limit) -> None:
 @click.command("replay")
 @click.argument("svix_id", required=False)
 @click.option("--status", type=_OUTCOMES, help="Replay every stored delivery with this outcome.")
-@click.option("--since", help="Replay every stored delivery received since: 30m, 2h, 7d or an ISO date.")
+@_since_option("Replay every stored delivery received since: 30m, 2h, 7d or an ISO date.")
+@with_appcontext
 def replay_command(svix_id, status, since) -> None:
     """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
     services = _services()
@@ -167,9 +184,7 @@ def replay_command(svix_id, status, since) -> None:
                 _fail(f"no stored event with svix-id {svix_id}")
             records = [record]
         else:
-            records = services.events.find(
-                outcome=status, since=parse_since(since), limit=0, with_payload=True
-            )
+            records = services.events.find(outcome=status, since=since, limit=0, with_payload=True)
     except StoreUnavailable as exc:
         _fail(str(exc))
     except click.ClickException:
@@ -207,6 +222,7 @@ def replay_command(svix_id, status, since) -> None:
 @click.option("--username", help="Clerk username (default: none, so it is derived from the email).")
 @click.option("--first-name")
 @click.option("--last-name")
+@with_appcontext
 def send_test_event(event_type, url, user_id, email, username, first_name, last_name) -> None:
     """Build a realistic Clerk event, sign it with the configured secret and post it."""
     secret = _services().config.webhook_signing_secret

@@ -18,6 +18,7 @@ from typing import Any
 USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
 
 USERNAME_MAX = 30
+MAX_INT64 = 2**63 - 1
 _NOT_USERNAME_CHARS = re.compile(r"[^a-z0-9_]+")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -97,7 +98,11 @@ def parse_event(body: bytes) -> Event:
         raise MalformedEvent("body is nested too deeply") from exc
     if not isinstance(envelope, dict):
         raise MalformedEvent("event is not a JSON object")
-    if _SURROGATE_ESCAPE.search(text) and not _encodable(envelope):
+    try:
+        encodable = not _SURROGATE_ESCAPE.search(text) or _encodable(envelope)
+    except RecursionError as exc:  # json.loads had a few stack frames more to spare
+        raise MalformedEvent("body is nested too deeply") from exc
+    if not encodable:
         raise MalformedEvent("event has a lone UTF-16 surrogate escape")
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or not event_type:
@@ -111,6 +116,8 @@ def parse_event(body: bytes) -> Event:
         updated_at = data.get("updated_at")
         if not isinstance(updated_at, int) or isinstance(updated_at, bool) or updated_at < 0:
             raise MalformedEvent("user event has no integer 'data.updated_at'")
+        if updated_at > MAX_INT64:  # BSON cannot store it: the write would fail on every retry
+            raise MalformedEvent("user event 'data.updated_at' is out of range")
     return Event(type=event_type, data=data)
 
 

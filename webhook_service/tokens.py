@@ -88,6 +88,10 @@ def _bearer_token(authorization: str | None) -> str:
         raise TokenError("Authorization header must be 'Bearer <session token>'")
     if len(token) > MAX_TOKEN_BYTES:
         raise TokenError("session token too large")
+    # A JWT has no whitespace. Refusing it here also keeps the SDK, which strips every
+    # "Bearer " it finds, from verifying a different string than the one we extracted.
+    if len(token.split()) != 1:
+        raise TokenError("Authorization header must be 'Bearer <session token>'")
     return token
 
 

@@ -140,6 +140,9 @@ class EventLog:
         self.collection.bulk_write([self._operation(r) for r in batch], ordered=False)
 
     def _operation(self, record: EventRecord) -> UpdateOne:
+        """One upsert per record, as an update pipeline so that ``outcome`` keeps what
+        the deciding attempt did: only a record with no outcome yet, or a failed one,
+        takes the new outcome. A later redelivery shows up in ``lastOutcome``."""
         latest: dict[str, Any] = {
             "type": record.event_type,
             "userId": record.user_id,
@@ -150,18 +153,14 @@ class EventLog:
         }
         if record.payload is not None:
             latest["payload"] = record.payload
-        first = {"receivedAt": record.received_at}
-        # A duplicate says nothing new about what the event did, so it never hides
-        # the outcome of the attempt that actually decided it.
-        if record.outcome is Outcome.DUPLICATE:
-            first["outcome"] = record.outcome.value
-        else:
-            latest["outcome"] = record.outcome.value
-        return UpdateOne(
-            {"_id": record.delivery_id},
-            {"$set": latest, "$setOnInsert": first, "$inc": {"attempts": 1}},
-            upsert=True,
+        stage = {name: {"$literal": value} for name, value in latest.items()}
+        undecided = {"$in": [{"$ifNull": ["$outcome", Outcome.FAILED.value]}, [Outcome.FAILED.value]]}
+        stage.update(
+            receivedAt={"$ifNull": ["$receivedAt", {"$literal": record.received_at}]},
+            attempts={"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+            outcome={"$cond": [undecided, {"$literal": record.outcome.value}, "$outcome"]},
         )
+        return UpdateOne({"_id": record.delivery_id}, [{"$set": stage}], upsert=True)
 
     # -- reading -----------------------------------------------------------------
 

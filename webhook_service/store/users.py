@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
@@ -32,6 +33,8 @@ APP_OWNED_DEFAULTS: dict[str, Any] = {
     "following": [],
 }
 _USERNAME_ATTEMPTS = 4
+# Reconcile's page-sized operations get a longer bound than a single delivery's write.
+BULK_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,19 +64,30 @@ class UserStore:
         self._now = clock or (lambda: datetime.now(UTC))
         self._indexes_ready = False
         self._index_lock = threading.Lock()
+        self._index_failures = 0
 
     def ensure_indexes(self) -> None:
         """Create the indexes once per process, before the first write relies on them.
 
         Done lazily rather than at start, so a worker boots (and answers 503) while
-        the database is down instead of crash-looping.
+        the database is down instead of crash-looping. A request that waited while
+        another's attempt failed fails too, without an attempt of its own: with the
+        database down, requests must not queue up behind each other's timeouts.
         """
         if self._indexes_ready:
             return
+        failures_before = self._index_failures
         with self._index_lock, _unavailable_on_error():
-            if not self._indexes_ready:
+            if self._indexes_ready:
+                return
+            if self._index_failures != failures_before:
+                raise StoreUnavailable("database error: index creation failed just now")
+            try:
                 ensure_indexes(self.db)
-                self._indexes_ready = True
+            except PyMongoError:
+                self._index_failures += 1
+                raise
+            self._indexes_ready = True
 
     def get(self, clerk_id: str) -> dict[str, Any] | None:
         with _unavailable_on_error():
@@ -148,7 +162,7 @@ class UserStore:
         """``upsert_if_newer`` for a page of users in one bulk write, outcome per user.
 
         The same filter guards every operation, so a webhook landing mid-page keeps
-        whichever version is newer. Username clashes, rare, fall back to the single path.
+        whichever version is newer. Key clashes, rare, fall back to the single path.
         """
         if not users:
             return []
@@ -159,20 +173,18 @@ class UserStore:
         ]
         outcomes = [Outcome.APPLIED] * len(users)
         created: list[int] = []
-        with _unavailable_on_error():
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             try:
                 created = list(self.users.bulk_write(ops, ordered=False).upserted_ids)
             except BulkWriteError as exc:
                 created = [u["index"] for u in exc.details.get("upserted", [])]
                 for error in exc.details.get("writeErrors", []):
-                    key = error.get("keyPattern") or {}
                     index = error["index"]
                     if error.get("code") != 11000:
                         raise StoreUnavailable(f"bulk write failed: {error.get('errmsg')}") from exc
-                    if "clerkId" in key:
-                        outcomes[index] = Outcome.STALE
-                    else:
-                        outcomes[index] = self.upsert_if_newer(users[index]).outcome
+                    # A clerkId clash is usually a newer local version (stale), but may be a
+                    # document written before this service, which the single path adopts.
+                    outcomes[index] = self.upsert_if_newer(users[index]).outcome
             if created:
                 ids = [users[i].clerk_id for i in created]
                 gone = {t["_id"] for t in self.tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
@@ -188,17 +200,17 @@ class UserStore:
 
     def versions(self, clerk_ids: list[str]) -> dict[str, int]:
         """The stored Clerk version of each id that exists locally (-1 for legacy docs)."""
-        with _unavailable_on_error():
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             docs = self.users.find({"clerkId": {"$in": clerk_ids}}, {"clerkId": 1, "clerkUpdatedAt": 1})
             return {d["clerkId"]: d.get("clerkUpdatedAt", -1) for d in docs}
 
     def deleted_among(self, clerk_ids: list[str]) -> set[str]:
-        with _unavailable_on_error():
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             return {t["_id"] for t in self.tombstones.find({"_id": {"$in": clerk_ids}}, {"_id": 1})}
 
     def mark_seen(self, clerk_ids: list[str], run_id: str) -> None:
         """Stamp users that Clerk listed in this reconcile run (a single command per page)."""
-        with _unavailable_on_error():
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
 
     def iter_unseen(self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None):
@@ -206,7 +218,7 @@ class UserStore:
         query: dict[str, Any] = {"clerkUpdatedAt": {"$not": {"$gte": older_than_ms}}}
         if run_id is not None:
             query["reconcileRun"] = {"$ne": run_id}
-        with _unavailable_on_error():
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             for doc in self.users.find(query, {"clerkId": 1}).batch_size(1000):
                 if seen is None or doc["clerkId"] not in seen:
                     yield doc["clerkId"]
@@ -244,10 +256,15 @@ class UserStore:
     def _why_not_applied(self, user: LocalUser, delivery_id: str | None) -> Outcome | None:
         """Classify an upsert the filter refused; None means it is worth trying again."""
         doc = self.users.find_one(
-            {"clerkId": user.clerk_id}, {"clerkUpdatedAt": 1, "lastDeliveryId": 1}
+            {"clerkId": user.clerk_id}, {"clerkUpdatedAt": 1, "lastDeliveryId": 1, "tombstonePending": 1}
         )
         if doc is None:
             return None
+        if doc.get("tombstonePending") and self._settle_tombstone(user.clerk_id):
+            # An earlier attempt inserted the document and died before its tombstone
+            # check (e.g. a killed worker); Svix's redelivery finishes the check, or a
+            # deleted user would stay resurrected.
+            return Outcome.STALE
         if "clerkUpdatedAt" not in doc:
             # A document written before this service (e.g. by the old login hook):
             # adopt it as the oldest version so Clerk's data can take over.

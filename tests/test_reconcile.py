@@ -1,0 +1,620 @@
+"""``flask reconcile`` end to end: the real CLI command, a real database, FakeClerkAPI over HTTP.
+
+The app is built exactly as in production (create_app with a Config) with CLERK_API_URL
+pointing at a local FakeClerkAPI; the command runs through Flask's CLI test runner.
+Assertions are on the documents in ``users`` / ``deleted_users``, on what the fake was
+asked, and on what the operator reads (the summary line, the error line, the exit code).
+
+Faults "mid-run" are placed deterministically: the fake's fault queue answers the next
+list request with the exact first page it would have served anyway (a 200 with that
+body), and the request after it with the failure.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from click.testing import Result
+
+from tests.conftest import make_config
+from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_users, make_webhook_event
+from tests.signing import signed_delivery
+from webhook_service import create_app
+from webhook_service.sample_events import now_ms
+
+WEBHOOK = "/api/webhooks/clerk"
+PAGE = 500
+START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeClerkAPI]:
+    with FakeClerkAPI() as server:
+        yield server
+
+
+@pytest.fixture
+def app(mongo_uri, fake):
+    # A page is one bulk write of up to 500 upserts, which SecantusDB takes seconds over
+    # while webhooks compete; the per-operation DB timeout is not what these tests are about.
+    config = make_config(
+        mongo_uri, clerk_secret_key=fake.secret_key, clerk_api_url=fake.url, db_timeout_ms=30_000
+    )
+    app = create_app(config)
+    yield app
+    app.extensions["webhook_service"].events.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app):
+    return app.extensions["webhook_service"].db
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def run(app, *args: str) -> Result:
+    """``flask reconcile ARGS`` through the CLI runner."""
+    return app.test_cli_runner().invoke(args=["reconcile", *args])
+
+
+def summary(result: Result) -> str:
+    """The command's last stdout line: the one-line summary."""
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.output
+    return lines[-1]
+
+
+def assert_ok(result: Result) -> None:
+    assert result.exit_code == 0, result.output
+    assert result.exception is None, result.exception
+
+
+def assert_one_line_failure(result: Result) -> str:
+    """A non-zero exit through click (no traceback) with exactly one ``Error:`` line; returns it."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def deliver(client, event_type: str, data: dict[str, Any]) -> str:
+    """Post a correctly signed delivery; return the outcome the service answered."""
+    body, headers = signed_delivery(make_webhook_event(event_type, data))
+    response = client.post(WEBHOOK, data=body, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["outcome"]
+
+
+def newer(user: dict[str, Any], ms: int, **changes: Any) -> dict[str, Any]:
+    """The same Clerk user, edited ``ms`` later (earlier if negative)."""
+    return dict(user, updated_at=user["updated_at"] + ms, **changes)
+
+
+def doc(db, clerk_id: str) -> dict[str, Any] | None:
+    return db.users.find_one({"clerkId": clerk_id})
+
+
+def dump(db) -> dict[str, list[dict[str, Any]]]:
+    """Every document of both collections reconcile may write, in a stable order."""
+    return {
+        "users": sorted(db.users.find(), key=lambda d: d["clerkId"]),
+        "deleted_users": sorted(db.deleted_users.find(), key=lambda d: d["_id"]),
+    }
+
+
+def primary_address(user: dict[str, Any]) -> str | None:
+    for address in user["email_addresses"]:
+        if address["id"] == user["primary_email_address_id"]:
+            return address["email_address"]
+    return None
+
+
+def assert_matches_clerk(local: dict[str, Any] | None, user: dict[str, Any]) -> None:
+    assert local is not None, f"{user['id']} missing"
+    assert local["email"] == primary_address(user)
+    assert local["firstName"] == (user["first_name"] or "")
+    assert local["lastName"] == (user["last_name"] or "")
+    assert local["profilePicture"] == user["image_url"]
+    assert local["clerkUpdatedAt"] == user["updated_at"]
+
+
+def list_requests(fake: FakeClerkAPI) -> list:
+    """Paging requests (not the by-id lookups reconcile makes before deleting)."""
+    return [r for r in fake.requests if r.path == "/v1/users" and "user_id" not in r.query]
+
+
+def serve_first_page(fake: FakeClerkAPI, users: list[dict[str, Any]]) -> None:
+    """Queue the first list page as the next /v1/users answer, so faults queued after it
+    hit the second page: reconcile meets them mid-run.
+
+    The body is exactly what the fake serves for offset 0 (users sorted by created_at).
+    """
+    first = sorted(users, key=lambda u: (u["created_at"], u["id"]))[:PAGE]
+    fake.fail_next(1, 200, body=first, path_prefix="/v1/users")
+
+
+# -- scale and mapping --------------------------------------------------------------------
+
+
+def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_rerun_changes_nothing(
+    app, db, fake
+):
+    bulk = make_users(2000, seed="bulk")
+
+    def at(k: int) -> int:  # between two bulk users; k = 0, 2, 3, 5 land on pages 1, 2, 2, 3
+        return START_MS + k * 250_000 + 500
+
+    grace = make_clerk_user(
+        seed="grace",
+        created_at=at(0),
+        email="grace.hopper@example.com",
+        extra_emails=("old.grace@example.org", "work@navy.example"),
+        primary_first=False,
+        first_name="Grace",
+        last_name="Hopper",
+        image_url="https://img.clerk.com/grace.png",
+    )
+    ada = make_clerk_user(
+        seed="ada",
+        created_at=at(2),
+        email="Ada.Lovelace+clerk@example.com",
+        extra_emails=("ada@old.example",),
+        primary_first=False,
+        first_name="Ada",
+        last_name="Lovelace",
+    )
+    linus = make_clerk_user(seed="linus", created_at=at(3), username="Linus_T", email="lt@example.com")
+    phone = make_clerk_user(seed="phone", created_at=at(5), phone_only=True, first_name=None, last_name=None)
+    special = [grace, ada, linus, phone]
+    fake.users = bulk + special
+    total = len(bulk) + len(special)
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == f"reconciled: {total} Clerk users in 5 pages: created {total}, updated 0, unchanged 0, deleted 0"
+    )
+    pages = list_requests(fake)
+    assert {r.query["limit"] for r in pages} == {"500"}
+    assert [r.query["offset"] for r in pages] == ["0", "500", "1000", "1500", "2000"]
+    assert db.users.count_documents({}) == total
+    by_id = {d["clerkId"]: d for d in db.users.find()}
+    for user in bulk + special:
+        assert_matches_clerk(by_id.get(user["id"]), user)
+    assert len({d["usernameLower"] for d in by_id.values()}) == total
+
+    g = by_id[grace["id"]]
+    assert (g["email"], g["username"], g["usernameSource"]) == (
+        "grace.hopper@example.com",
+        "grace_hopper",
+        "email",
+    )
+    assert g["profilePicture"] == "https://img.clerk.com/grace.png"
+    assert (g["bio"], g["bannerImage"], g["location"], g["followers"], g["following"]) == ("", "", "", [], [])
+    assert g["createdAt"] and g["updatedAt"]
+    a = by_id[ada["id"]]
+    assert (a["email"], a["username"], a["usernameSource"]) == (
+        "Ada.Lovelace+clerk@example.com",
+        "ada_lovelace",
+        "email",
+    )
+    n = by_id[linus["id"]]
+    assert (n["username"], n["usernameLower"], n["usernameSource"]) == ("Linus_T", "linus_t", "clerk")
+    p = by_id[phone["id"]]
+    assert p["email"] is None and (p["firstName"], p["lastName"]) == ("", "")
+    assert p["usernameSource"] == "fallback" and p["username"].startswith("user_")
+    assert not db.users.count_documents({"tombstonePending": {"$exists": True}})
+
+    before = dump(db)
+    again = run(app)
+
+    assert_ok(again)
+    assert (
+        summary(again)
+        == f"reconciled: {total} Clerk users in 5 pages: created 0, updated 0, unchanged {total}, deleted 0"
+    )
+    after = dump(db)
+    strip = lambda docs: [{k: v for k, v in d.items() if k != "reconcileRun"} for d in docs]  # noqa: E731
+    assert strip(after["users"]) == strip(before["users"])
+    assert after["deleted_users"] == before["deleted_users"] == []
+
+
+def test_clerk_data_newer_than_local_updates_and_keeps_app_owned_fields(app, client, db, fake):
+    user = make_clerk_user(seed="upd", first_name="Old", email="old@example.com")
+    assert deliver(client, "user.created", user) == "applied"
+    friend = ObjectId()
+    db.users.update_one({"clerkId": user["id"]}, {"$set": {"bio": "hi", "followers": [friend]}})
+    current = fake.add_user(
+        newer(user, 9000, first_name="New", email_addresses=[], primary_email_address_id=None)
+    )
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
+    )
+    local = doc(db, user["id"])
+    assert_matches_clerk(local, current)
+    assert local["email"] is None
+    assert (local["bio"], local["followers"]) == ("hi", [friend])
+
+
+def test_legacy_document_without_a_version_is_brought_up_to_date(app, db, fake):
+    user = fake.add_user(make_clerk_user(seed="legacy", email="new@example.com", username="newname"))
+    friend = ObjectId()
+    db.users.insert_one(
+        {
+            "clerkId": user["id"],
+            "email": "old@example.com",
+            "firstName": "Old",
+            "lastName": "Name",
+            "username": "oldname",
+            "profilePicture": "",
+            "bio": "legacy bio",
+            "bannerImage": "",
+            "location": "Paris",
+            "followers": [friend],
+            "following": [],
+        }
+    )
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
+    )
+    local = doc(db, user["id"])
+    assert_matches_clerk(local, user)
+    assert local["username"] == "newname"
+    assert (local["bio"], local["location"], local["followers"]) == ("legacy bio", "Paris", [friend])
+    assert db.users.count_documents({}) == 1
+
+
+# -- deletions ------------------------------------------------------------------------------
+
+
+def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(app, client, db, fake):
+    keep1, keep2 = fake.add_user(make_clerk_user(seed="k1")), fake.add_user(make_clerk_user(seed="k2"))
+    gone1, gone2, by_webhook = (make_clerk_user(seed=s) for s in ("g1", "g2", "w"))
+    for user in (keep1, keep2, gone1, gone2, by_webhook):
+        assert deliver(client, "user.created", user) == "applied"
+    oid = {u["id"]: doc(db, u["id"])["_id"] for u in (keep1, keep2, gone1, gone2, by_webhook)}
+    db.users.update_one(
+        {"clerkId": keep1["id"]},
+        {
+            "$set": {
+                "followers": [oid[gone1["id"]], oid[keep2["id"]], oid[by_webhook["id"]]],
+                "following": [oid[gone2["id"]]],
+            }
+        },
+    )
+    db.users.update_one(
+        {"clerkId": keep2["id"]}, {"$set": {"followers": [oid[gone2["id"]]], "following": [oid[keep1["id"]]]}}
+    )
+    assert deliver(client, "user.deleted", make_deleted_data(by_webhook["id"])) == "deleted"
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 2"
+    )
+    assert doc(db, gone1["id"]) is None and doc(db, gone2["id"]) is None
+    k1, k2 = doc(db, keep1["id"]), doc(db, keep2["id"])
+    assert (k1["followers"], k1["following"]) == ([oid[keep2["id"]]], [])
+    assert (k2["followers"], k2["following"]) == ([], [oid[keep1["id"]]])
+    webhook_tombstone = db.deleted_users.find_one({"_id": by_webhook["id"]})
+    for user in (gone1, gone2):
+        tombstone = db.deleted_users.find_one({"_id": user["id"]})
+        assert tombstone is not None
+        assert set(tombstone) == set(webhook_tombstone)
+        assert tombstone["objectIds"] == [oid[user["id"]]]
+        assert tombstone["deletedAt"] is not None
+    # Deleted for good, as after user.deleted: a late delivery cannot bring it back.
+    assert deliver(client, "user.updated", newer(gone1, 60_000)) == "stale"
+    assert doc(db, gone1["id"]) is None
+
+
+def test_user_missing_from_the_listing_but_still_in_clerk_is_not_deleted(app, client, db, fake):
+    listed = [fake.add_user(make_clerk_user(seed=f"l{i}")) for i in range(2)]
+    skipped = fake.add_user(make_clerk_user(seed="skipped"))
+    assert deliver(client, "user.created", skipped) == "applied"
+    # Offset paging can skip a user when another is deleted mid-run: the listing omits it.
+    fake.fail_next(1, 200, body=listed, path_prefix="/v1/users")
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 2 Clerk users in 1 pages: created 2, updated 0, unchanged 0, deleted 0"
+    )
+    assert_matches_clerk(doc(db, skipped["id"]), skipped)
+    assert db.deleted_users.count_documents({}) == 0
+    lookups = [r for r in fake.requests if r.path == "/v1/users" and "user_id" in r.query]
+    assert lookups, "reconcile deleted nothing without asking Clerk about the unlisted user"
+
+
+def test_zero_users_from_clerk_refuses_to_delete_without_force(app, client, db, fake):
+    local = [make_clerk_user(seed=f"z{i}") for i in range(3)]
+    for user in local:
+        assert deliver(client, "user.created", user) == "applied"
+    before = dump(db)
+
+    refused = run(app)
+
+    error = assert_one_line_failure(refused)
+    assert "--force" in error and "zero users" in error
+    assert dump(db) == before
+
+    forced = run(app, "--force")
+
+    assert_ok(forced)
+    assert (
+        summary(forced)
+        == "reconciled: 0 Clerk users in 0 pages: created 0, updated 0, unchanged 0, deleted 3"
+    )
+    assert db.users.count_documents({}) == 0
+    assert {t["_id"] for t in db.deleted_users.find()} == {u["id"] for u in local}
+
+
+# -- ordering against webhooks ------------------------------------------------------------------
+
+
+def test_local_version_newer_than_clerks_is_kept(app, client, db, fake):
+    user = fake.add_user(make_clerk_user(seed="newer-local", first_name="Listed"))
+    webhook = newer(user, 5000, first_name="Webhook", username="fresh")
+    assert deliver(client, "user.updated", webhook) == "applied"
+    same = fake.add_user(make_clerk_user(seed="same"))
+    assert deliver(client, "user.created", same) == "applied"
+    before = {d["clerkId"]: d for d in db.users.find()}
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
+    )
+    local = doc(db, user["id"])
+    assert_matches_clerk(local, webhook)
+    assert (local["firstName"], local["username"]) == ("Webhook", "fresh")
+    assert local["updatedAt"] == before[user["id"]]["updatedAt"]
+    assert doc(db, same["id"])["updatedAt"] == before[same["id"]]["updatedAt"]
+
+
+def test_tombstoned_user_that_clerk_still_lists_is_not_recreated(app, client, db, fake):
+    alive = fake.add_user(make_clerk_user(seed="alive"))
+    deleted = fake.add_user(make_clerk_user(seed="deleted"))
+    assert deliver(client, "user.created", deleted) == "applied"
+    assert deliver(client, "user.deleted", make_deleted_data(deleted["id"])) == "deleted"
+
+    first = run(app)
+    second = run(app)
+
+    assert_ok(first)
+    assert (
+        summary(first) == "reconciled: 2 Clerk users in 1 pages: created 1, updated 0, unchanged 1, deleted 0"
+    )
+    assert_ok(second)
+    assert (
+        summary(second)
+        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
+    )
+    assert doc(db, deleted["id"]) is None
+    assert db.deleted_users.count_documents({"_id": deleted["id"]}) == 1
+    assert_matches_clerk(doc(db, alive["id"]), alive)
+
+
+def test_reconcile_while_webhooks_arrive_ends_with_the_newest_version_of_everyone(app, client, db, fake):
+    clerk = make_users(520, seed="race")
+    fake.users = clerk
+    already_local = clerk[::10]
+    for user in already_local:
+        assert deliver(client, "user.created", newer(user, -1000, first_name="Older")) == "applied"
+    # Webhooks carry newer versions than the listing shows, for users on both pages,
+    # interleaved so that some land before and some after reconcile writes them.
+    updated = [u for i, u in enumerate(clerk) if i % 4 == 0]
+    updated = updated[::2] + updated[1::2][::-1]
+    # Deleted in Clerk after the listing was taken: the listing still shows them.
+    removed = clerk[5::50]
+    # Signed up during the run: newest created_at, so they do not shift the paging.
+    signups = [make_clerk_user(seed=f"signup{i}", created_at=now_ms()) for i in range(5)]
+    start = threading.Barrier(2)
+    outcome: dict[str, Any] = {}
+    failures: list[str] = []
+
+    def reconcile_thread() -> None:
+        start.wait()
+        outcome["result"] = run(app)
+
+    def webhook_thread() -> None:
+        poster = app.test_client()
+
+        def post(event_type: str, data: dict[str, Any]) -> None:
+            body, headers = signed_delivery(make_webhook_event(event_type, data))
+            response = poster.post(WEBHOOK, data=body, headers=headers)
+            if response.status_code != 200:
+                failures.append(f"{event_type} {data['id']}: {response.status_code}")
+
+        start.wait()
+        for i, user in enumerate(updated):
+            post("user.updated", newer(user, 7000, first_name=f"Webhook{i}"))
+            if i % 25 == 0 and signups:
+                signup = fake.add_user(signups.pop())
+                post("user.created", signup)
+        for user in removed:
+            post("user.deleted", make_deleted_data(user["id"]))
+
+    threads = [threading.Thread(target=reconcile_thread), threading.Thread(target=webhook_thread)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+
+    assert failures == []
+    assert_ok(outcome["result"])
+    removed_ids = {u["id"] for u in removed}
+    newest = {u["id"]: u for u in clerk}
+    for i, user in enumerate(updated):
+        newest[user["id"]] = newer(user, 7000, first_name=f"Webhook{i}")
+    for user in fake.users.values():
+        newest.setdefault(user["id"], user)
+    for clerk_id in removed_ids:
+        newest.pop(clerk_id)
+        assert doc(db, clerk_id) is None
+        assert db.deleted_users.count_documents({"_id": clerk_id}) == 1
+    local = {d["clerkId"]: d for d in db.users.find()}
+    assert set(local) == set(newest)
+    for clerk_id, user in newest.items():
+        assert_matches_clerk(local[clerk_id], user)
+
+
+# -- Clerk failures -----------------------------------------------------------------------------
+
+
+def test_rate_limit_and_server_errors_mid_run_are_retried_and_reconcile_completes(app, client, db, fake):
+    users = make_users(510, seed="transient")
+    fake.users = users
+    local_only = make_clerk_user(seed="transient-local-only")
+    assert deliver(client, "user.created", local_only) == "applied"
+    serve_first_page(fake, users)
+    fake.fail_next(1, 429, retry_after=1, path_prefix="/v1/users")
+    fake.fail_next(2, 502, path_prefix="/v1/users")
+
+    result = run(app)
+
+    assert_ok(result)
+    assert (
+        summary(result)
+        == "reconciled: 510 Clerk users in 2 pages: created 510, updated 0, unchanged 0, deleted 1"
+    )
+    # Page 2 was asked for four times: 429, 502, 502, then served.
+    assert [r.query["offset"] for r in list_requests(fake)] == ["0", "500", "500", "500", "500"]
+    local = {d["clerkId"]: d for d in db.users.find()}
+    assert set(local) == {u["id"] for u in users}
+    for user in users:
+        assert_matches_clerk(local[user["id"]], user)
+    assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
+
+
+def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, client, db, fake):
+    users = make_users(505, seed="outage")
+    fake.users = users
+    local_only = make_clerk_user(seed="local-only")
+    assert deliver(client, "user.created", local_only) == "applied"
+    serve_first_page(fake, users)
+    fake.fail_next(1000, 503, path_prefix="/v1/users")
+
+    stopped = run(app, "--retry-budget", "1")
+
+    error = assert_one_line_failure(stopped)
+    assert error == (
+        "Error: reconcile stopped: Clerk API answered 503. So far: 500 Clerk users in 1 pages: "
+        "created 500, updated 0, unchanged 0, deleted 0. Rerunning is safe."
+    )
+    assert db.users.count_documents({}) == 501
+    assert doc(db, local_only["id"]) is not None, "deleted although the listing never finished"
+    assert db.deleted_users.count_documents({}) == 0
+
+    fake.reset_faults()
+    rerun = run(app)
+
+    assert_ok(rerun)
+    assert (
+        summary(rerun)
+        == "reconciled: 505 Clerk users in 2 pages: created 5, updated 0, unchanged 500, deleted 1"
+    )
+    local = {d["clerkId"]: d for d in db.users.find()}
+    assert set(local) == {u["id"] for u in users}
+    for user in users:
+        assert_matches_clerk(local[user["id"]], user)
+    assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
+
+
+def test_clerk_unreachable_from_the_start_fails_cleanly_and_changes_nothing(app, client, db, fake):
+    user = make_clerk_user(seed="unreachable")
+    assert deliver(client, "user.created", user) == "applied"
+    before = dump(db)
+    fake.stop()
+
+    result = run(app, "--retry-budget", "0.5")
+
+    error = assert_one_line_failure(result)
+    assert error == (
+        "Error: reconcile stopped: Clerk API unreachable: ConnectError. "
+        "So far: nothing done. Rerunning is safe."
+    )
+    assert dump(db) == before
+
+
+def test_reconcile_without_a_clerk_secret_key_says_so(mongo_uri):
+    app = create_app(make_config(mongo_uri))
+    try:
+        result = run(app)
+    finally:
+        app.extensions["webhook_service"].events.close()
+
+    error = assert_one_line_failure(result)
+    assert "CLERK_SECRET_KEY" in error
+
+
+# -- dry run --------------------------------------------------------------------------------------
+
+
+def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fake):
+    stale = make_clerk_user(seed="stale", first_name="Before")
+    same = make_clerk_user(seed="same")
+    tombstoned = make_clerk_user(seed="tombstoned")
+    gone = sorted((make_clerk_user(seed=f"gone{i}") for i in range(2)), key=lambda u: u["id"])
+    fresh = [make_clerk_user(seed=f"fresh{i}") for i in range(3)]
+    for user in (stale, same, tombstoned, *gone):
+        assert deliver(client, "user.created", user) == "applied"
+    assert deliver(client, "user.deleted", make_deleted_data(tombstoned["id"])) == "deleted"
+    fake.users = [newer(stale, 1000, first_name="After"), same, tombstoned, *fresh]
+    before = dump(db)
+
+    dry = run(app, "--dry-run")
+
+    assert_ok(dry)
+    assert dump(db) == before
+    lines = dry.stdout.strip().splitlines()
+    assert sorted(line for line in lines if line.startswith("would delete")) == [
+        f"would delete {u['id']}" for u in gone
+    ]
+    assert lines[-1] == (
+        "dry run: 6 Clerk users in 1 pages: "
+        "would be created 3, would be updated 1, unchanged 2, would be deleted 2"
+    )
+
+    real = run(app)
+
+    assert_ok(real)
+    assert (
+        summary(real) == "reconciled: 6 Clerk users in 1 pages: created 3, updated 1, unchanged 2, deleted 2"
+    )
+    assert doc(db, stale["id"])["firstName"] == "After"
+    assert all(doc(db, u["id"]) is None for u in gone)
