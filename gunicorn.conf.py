@@ -15,6 +15,9 @@ timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = None
+# gunicorn 27's control socket lives at one path per user; two instances on a host
+# would fight over it, and this service has no use for it.
+control_socket_disable = True
 
 # Metrics from every worker are aggregated through files in this directory.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
