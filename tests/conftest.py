@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable, Iterator
 
 import mongomock
 import pytest
-from pymongo import MongoClient
+from flask import Flask
 
+from tests.fake_clerk import FakeClerkAPI
+from tests.helpers import fresh_database
 from tests.mongo_server import MongoServer
 from tests.mongomock_compat import patched_mongomock
 from tests.signing import TEST_SECRET
+from tests.tokens_util import instance_keys
 from webhook_service import Config, create_app
 from webhook_service.store import UserStore
 
@@ -24,13 +27,17 @@ def mongo_server():
 @pytest.fixture
 def mongo_uri(mongo_server):
     """A fresh database on the real test server, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield mongo_server.uri(name)
-    try:
-        with MongoClient(mongo_server.uri("admin"), serverSelectionTimeoutMS=2000) as client:
-            client.drop_database(name)
-    except Exception:
-        pass  # the server may have been stopped by the test
+    with fresh_database(mongo_server) as uri:
+        yield uri
+
+
+@pytest.fixture
+def restartable(mongo_server):
+    """The test server, for tests that stop it; skipped when it is not ours to stop."""
+    if not mongo_server.can_restart:
+        pytest.skip("needs a test database server the tests can stop (TEST_MONGODB_URI is set)")
+    yield mongo_server
+    mongo_server.start()  # a no-op unless a test left it stopped
 
 
 def make_config(mongo_uri: str, **overrides) -> Config:
@@ -40,10 +47,29 @@ def make_config(mongo_uri: str, **overrides) -> Config:
 
 
 @pytest.fixture
-def app(mongo_uri):
-    app = create_app(make_config(mongo_uri))
-    yield app
-    app.extensions["webhook_service"].events.close()
+def make_app(mongo_uri) -> Iterator[Callable[..., Flask]]:
+    """Build apps as production does, from ``make_config(mongo_uri, **overrides)``.
+
+    At teardown each app's event log is closed (flushed) and its database client closed.
+    """
+    built: list[Flask] = []
+
+    def make(**overrides) -> Flask:
+        app = create_app(make_config(mongo_uri, **overrides))
+        built.append(app)
+        return app
+
+    yield make
+    for app in built:
+        services = app.extensions["webhook_service"]
+        services.events.close()
+        services.db.client.close()
+
+
+@pytest.fixture
+def app(make_app):
+    """The app with the default test config; a test module overrides this fixture to change it."""
+    return make_app()
 
 
 @pytest.fixture
@@ -55,6 +81,13 @@ def client(app):
 def db(app):
     """The app's database handle, for asserting on documents."""
     return app.extensions["webhook_service"].db
+
+
+@pytest.fixture
+def fake_clerk() -> Iterator[FakeClerkAPI]:
+    """A running FakeClerkAPI whose JWKS serves the public half of ``instance_keys()``."""
+    with FakeClerkAPI(jwks_public_key_pem=instance_keys().public_pem) as server:
+        yield server
 
 
 @pytest.fixture

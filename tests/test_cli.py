@@ -20,13 +20,11 @@ import pytest
 from click.testing import Result
 from werkzeug.serving import make_server
 
-from tests.conftest import make_config
 from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.helpers import WEBHOOK, newer, one_line_error
 from tests.mongo_server import free_port
 from tests.signing import signed_delivery
-from webhook_service import create_app
 
-WEBHOOK = "/api/webhooks/clerk"
 COMMANDS = ("init-db", "reconcile", "events", "replay", "send-test-event")
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -35,29 +33,9 @@ OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
 @pytest.fixture
-def app(mongo_uri):
+def app(make_app):
     # Short DB timeout: the outage tests wait it out on every operation.
-    app = create_app(make_config(mongo_uri, db_timeout_ms=1000))
-    yield app
-    app.extensions["webhook_service"].events.close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def db(app):
-    return app.extensions["webhook_service"].db
-
-
-@pytest.fixture
-def restartable(mongo_server):
-    if not mongo_server.can_restart:
-        pytest.skip("needs a test database server the tests can stop (TEST_MONGODB_URI is set)")
-    yield mongo_server
-    mongo_server.start()  # a no-op unless a test left it stopped
+    return make_app(db_timeout_ms=1000)
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -77,10 +55,6 @@ def post_user_event(client, event_type: str, data: dict[str, Any], status: int =
     svix_id, response = post(client, make_webhook_event(event_type, data))
     assert response.status_code == status, response.get_data(as_text=True)
     return svix_id
-
-
-def newer(user: dict[str, Any], ms: int, **changes: Any) -> dict[str, Any]:
-    return dict(user, updated_at=user["updated_at"] + ms, **changes)
 
 
 def flush(app) -> None:
@@ -130,15 +104,6 @@ def listed(app, *args: str) -> list[str]:
     result = cli(app, "events", *args)
     assert result.exit_code == 0, result.output
     return [row["id"] for row in rows(result)]
-
-
-def one_line_error(result: Result) -> str:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 def users_dump(db) -> list[dict[str, Any]]:
@@ -509,13 +474,9 @@ def test_send_test_event_posts_correctly_signed_events_to_a_running_service(app,
     ]
 
 
-def test_send_test_event_exits_non_zero_when_the_service_rejects_the_signature(app, mongo_uri, db, serve):
-    other = create_app(make_config(mongo_uri, webhook_signing_secret=OTHER_SECRET))
-    try:
-        url = serve(other)
-        result = cli(app, "send-test-event", "user.created", "--url", url, "--email", "x@example.com")
-    finally:
-        other.extensions["webhook_service"].events.close()
+def test_send_test_event_exits_non_zero_when_the_service_rejects_the_signature(app, make_app, db, serve):
+    url = serve(make_app(webhook_signing_secret=OTHER_SECRET))
+    result = cli(app, "send-test-event", "user.created", "--url", url, "--email", "x@example.com")
 
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output

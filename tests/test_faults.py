@@ -29,6 +29,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.helpers import database_down
 from tests.processes import GunicornService
 from tests.signing import signed_headers
 from tests.test_storm import (
@@ -232,16 +233,6 @@ def test_sync_answers_promptly_and_writes_nothing_while_clerk_fails(mongo_server
 
 
 # -- a worker dies with a delivery in flight ---------------------------------------------------
-
-
-@contextmanager
-def database_down(mongo_server) -> Iterator[None]:
-    """The server process is gone: a request waits in server selection, then fails."""
-    mongo_server.kill()
-    try:
-        yield
-    finally:
-        mongo_server.start()
 
 
 @contextmanager

@@ -27,9 +27,9 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import MongoClient
 
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.helpers import fresh_database
 from tests.hygiene import MIN_SECRET_LEN, signing_secret_forms
 from tests.mongo_server import free_port
 from tests.processes import GunicornService
@@ -186,13 +186,8 @@ def session_event(seed: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def database_uri(mongo_server) -> Iterator[str]:
     """A fresh database for the module (the scenarios run once per module)."""
-    name = f"t_obs_{uuid.uuid4().hex[:12]}"
-    yield mongo_server.uri(name)
-    try:
-        with MongoClient(mongo_server.uri("admin"), serverSelectionTimeoutMS=2000) as client:
-            client.drop_database(name)
-    except Exception:
-        pass
+    with fresh_database(mongo_server, "t_obs") as uri:
+        yield uri
 
 
 def clerk_wired(fake: FakeClerkAPI, **env: str) -> dict[str, Any]:

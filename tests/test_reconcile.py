@@ -13,20 +13,17 @@ body), and the request after it with the failure.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from click.testing import Result
 
-from tests.conftest import make_config
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_users, make_webhook_event
+from tests.helpers import WEBHOOK, deliver, legacy_user_doc, newer, one_line_error
 from tests.signing import signed_delivery
-from webhook_service import create_app
 from webhook_service.sample_events import now_ms
 
-WEBHOOK = "/api/webhooks/clerk"
 PAGE = 500
 START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
 
@@ -35,31 +32,12 @@ START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeClerkAPI]:
-    with FakeClerkAPI() as server:
-        yield server
-
-
-@pytest.fixture
-def app(mongo_uri, fake):
+def app(make_app, fake_clerk):
     # A page is one bulk write of up to 500 upserts, which SecantusDB takes seconds over
     # while webhooks compete; the per-operation DB timeout is not what these tests are about.
-    config = make_config(
-        mongo_uri, clerk_secret_key=fake.secret_key, clerk_api_url=fake.url, db_timeout_ms=30_000
+    return make_app(
+        clerk_secret_key=fake_clerk.secret_key, clerk_api_url=fake_clerk.url, db_timeout_ms=30_000
     )
-    app = create_app(config)
-    yield app
-    app.extensions["webhook_service"].events.close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def db(app):
-    return app.extensions["webhook_service"].db
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -82,27 +60,10 @@ def assert_ok(result: Result) -> None:
     assert result.exception is None, result.exception
 
 
-def assert_one_line_failure(result: Result) -> str:
-    """A non-zero exit through click (no traceback) with exactly one ``Error:`` line; returns it."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
-
-def deliver(client, event_type: str, data: dict[str, Any]) -> str:
-    """Post a correctly signed delivery; return the outcome the service answered."""
-    body, headers = signed_delivery(make_webhook_event(event_type, data))
-    response = client.post(WEBHOOK, data=body, headers=headers)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["outcome"]
-
-
-def newer(user: dict[str, Any], ms: int, **changes: Any) -> dict[str, Any]:
-    """The same Clerk user, edited ``ms`` later (earlier if negative)."""
-    return dict(user, updated_at=user["updated_at"] + ms, **changes)
+def assert_summary(result: Result, expected: str) -> None:
+    """The command succeeded and its summary line is ``expected``."""
+    assert_ok(result)
+    assert summary(result) == expected
 
 
 def doc(db, clerk_id: str) -> dict[str, Any] | None:
@@ -125,6 +86,7 @@ def primary_address(user: dict[str, Any]) -> str | None:
 
 
 def assert_matches_clerk(local: dict[str, Any] | None, user: dict[str, Any]) -> None:
+    """The local document carries the Clerk user's own fields (read from the raw User)."""
     assert local is not None, f"{user['id']} missing"
     assert local["email"] == primary_address(user)
     assert local["firstName"] == (user["first_name"] or "")
@@ -133,26 +95,47 @@ def assert_matches_clerk(local: dict[str, Any] | None, user: dict[str, Any]) -> 
     assert local["clerkUpdatedAt"] == user["updated_at"]
 
 
-def list_requests(fake: FakeClerkAPI) -> list:
+def assert_local_users_are(db, users: list[dict[str, Any]]) -> None:
+    """``users`` holds exactly these Clerk users, each with its Clerk fields."""
+    local = {d["clerkId"]: d for d in db.users.find()}
+    assert set(local) == {u["id"] for u in users}
+    for user in users:
+        assert_matches_clerk(local[user["id"]], user)
+
+
+def list_requests(fake_clerk: FakeClerkAPI) -> list:
     """Paging requests (not the by-id lookups reconcile makes before deleting)."""
-    return [r for r in fake.requests if r.path == "/v1/users" and "user_id" not in r.query]
+    return [r for r in fake_clerk.requests if r.path == "/v1/users" and "user_id" not in r.query]
 
 
-def serve_first_page(fake: FakeClerkAPI, users: list[dict[str, Any]]) -> None:
+def serve_first_page(fake_clerk: FakeClerkAPI, users: list[dict[str, Any]]) -> None:
     """Queue the first list page as the next /v1/users answer, so faults queued after it
     hit the second page: reconcile meets them mid-run.
 
     The body is exactly what the fake serves for offset 0 (users sorted by created_at).
     """
     first = sorted(users, key=lambda u: (u["created_at"], u["id"]))[:PAGE]
-    fake.fail_next(1, 200, body=first, path_prefix="/v1/users")
+    fake_clerk.fail_next(1, 200, body=first, path_prefix="/v1/users")
+
+
+def listing_and_a_local_only_user(
+    client, fake_clerk: FakeClerkAPI, count: int, seed: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``count`` Clerk users (first page served ahead of any fault queued next), and a user
+    only the local database has (delivered by webhook, unknown to Clerk)."""
+    users = make_users(count, seed=seed)
+    fake_clerk.users = users
+    local_only = make_clerk_user(seed=f"{seed}-local-only")
+    assert deliver(client, "user.created", local_only) == "applied"
+    serve_first_page(fake_clerk, users)
+    return users, local_only
 
 
 # -- scale and mapping --------------------------------------------------------------------
 
 
 def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_rerun_changes_nothing(
-    app, db, fake
+    app, db, fake_clerk
 ):
     bulk = make_users(2000, seed="bulk")
 
@@ -181,17 +164,16 @@ def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_reru
     linus = make_clerk_user(seed="linus", created_at=at(3), username="Linus_T", email="lt@example.com")
     phone = make_clerk_user(seed="phone", created_at=at(5), phone_only=True, first_name=None, last_name=None)
     special = [grace, ada, linus, phone]
-    fake.users = bulk + special
+    fake_clerk.users = bulk + special
     total = len(bulk) + len(special)
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == f"reconciled: {total} Clerk users in 5 pages: created {total}, updated 0, unchanged 0, deleted 0"
+    assert_summary(
+        result,
+        f"reconciled: {total} Clerk users in 5 pages: created {total}, updated 0, unchanged 0, deleted 0",
     )
-    pages = list_requests(fake)
+    pages = list_requests(fake_clerk)
     assert {r.query["limit"] for r in pages} == {"500"}
     assert [r.query["offset"] for r in pages] == ["0", "500", "1000", "1500", "2000"]
     assert db.users.count_documents({}) == total
@@ -225,10 +207,9 @@ def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_reru
     before = dump(db)
     again = run(app)
 
-    assert_ok(again)
-    assert (
-        summary(again)
-        == f"reconciled: {total} Clerk users in 5 pages: created 0, updated 0, unchanged {total}, deleted 0"
+    assert_summary(
+        again,
+        f"reconciled: {total} Clerk users in 5 pages: created 0, updated 0, unchanged {total}, deleted 0",
     )
     after = dump(db)
     strip = lambda docs: [{k: v for k, v in d.items() if k != "reconcileRun"} for d in docs]  # noqa: E731
@@ -236,21 +217,19 @@ def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_reru
     assert after["deleted_users"] == before["deleted_users"] == []
 
 
-def test_clerk_data_newer_than_local_updates_and_keeps_app_owned_fields(app, client, db, fake):
+def test_clerk_data_newer_than_local_updates_and_keeps_app_owned_fields(app, client, db, fake_clerk):
     user = make_clerk_user(seed="upd", first_name="Old", email="old@example.com")
     assert deliver(client, "user.created", user) == "applied"
     friend = ObjectId()
     db.users.update_one({"clerkId": user["id"]}, {"$set": {"bio": "hi", "followers": [friend]}})
-    current = fake.add_user(
+    current = fake_clerk.add_user(
         newer(user, 9000, first_name="New", email_addresses=[], primary_email_address_id=None)
     )
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
+    assert_summary(
+        result, "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
     )
     local = doc(db, user["id"])
     assert_matches_clerk(local, current)
@@ -258,31 +237,15 @@ def test_clerk_data_newer_than_local_updates_and_keeps_app_owned_fields(app, cli
     assert (local["bio"], local["followers"]) == ("hi", [friend])
 
 
-def test_legacy_document_without_a_version_is_brought_up_to_date(app, db, fake):
-    user = fake.add_user(make_clerk_user(seed="legacy", email="new@example.com", username="newname"))
+def test_legacy_document_without_a_version_is_brought_up_to_date(app, db, fake_clerk):
+    user = fake_clerk.add_user(make_clerk_user(seed="legacy", email="new@example.com", username="newname"))
     friend = ObjectId()
-    db.users.insert_one(
-        {
-            "clerkId": user["id"],
-            "email": "old@example.com",
-            "firstName": "Old",
-            "lastName": "Name",
-            "username": "oldname",
-            "profilePicture": "",
-            "bio": "legacy bio",
-            "bannerImage": "",
-            "location": "Paris",
-            "followers": [friend],
-            "following": [],
-        }
-    )
+    db.users.insert_one(legacy_user_doc(user["id"], friend))
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
+    assert_summary(
+        result, "reconciled: 1 Clerk users in 1 pages: created 0, updated 1, unchanged 0, deleted 0"
     )
     local = doc(db, user["id"])
     assert_matches_clerk(local, user)
@@ -294,8 +257,8 @@ def test_legacy_document_without_a_version_is_brought_up_to_date(app, db, fake):
 # -- deletions ------------------------------------------------------------------------------
 
 
-def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(app, client, db, fake):
-    keep1, keep2 = fake.add_user(make_clerk_user(seed="k1")), fake.add_user(make_clerk_user(seed="k2"))
+def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(app, client, db, fake_clerk):
+    keep1, keep2 = (fake_clerk.add_user(make_clerk_user(seed=s)) for s in ("k1", "k2"))
     gone1, gone2, by_webhook = (make_clerk_user(seed=s) for s in ("g1", "g2", "w"))
     for user in (keep1, keep2, gone1, gone2, by_webhook):
         assert deliver(client, "user.created", user) == "applied"
@@ -316,10 +279,8 @@ def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(a
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 2"
+    assert_summary(
+        result, "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 2"
     )
     assert doc(db, gone1["id"]) is None and doc(db, gone2["id"]) is None
     k1, k2 = doc(db, keep1["id"]), doc(db, keep2["id"])
@@ -337,27 +298,25 @@ def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(a
     assert doc(db, gone1["id"]) is None
 
 
-def test_user_missing_from_the_listing_but_still_in_clerk_is_not_deleted(app, client, db, fake):
-    listed = [fake.add_user(make_clerk_user(seed=f"l{i}")) for i in range(2)]
-    skipped = fake.add_user(make_clerk_user(seed="skipped"))
+def test_user_missing_from_the_listing_but_still_in_clerk_is_not_deleted(app, client, db, fake_clerk):
+    listed = [fake_clerk.add_user(make_clerk_user(seed=f"l{i}")) for i in range(2)]
+    skipped = fake_clerk.add_user(make_clerk_user(seed="skipped"))
     assert deliver(client, "user.created", skipped) == "applied"
     # Offset paging can skip a user when another is deleted mid-run: the listing omits it.
-    fake.fail_next(1, 200, body=listed, path_prefix="/v1/users")
+    fake_clerk.fail_next(1, 200, body=listed, path_prefix="/v1/users")
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 2 Clerk users in 1 pages: created 2, updated 0, unchanged 0, deleted 0"
+    assert_summary(
+        result, "reconciled: 2 Clerk users in 1 pages: created 2, updated 0, unchanged 0, deleted 0"
     )
     assert_matches_clerk(doc(db, skipped["id"]), skipped)
     assert db.deleted_users.count_documents({}) == 0
-    lookups = [r for r in fake.requests if r.path == "/v1/users" and "user_id" in r.query]
+    lookups = [r for r in fake_clerk.requests if r.path == "/v1/users" and "user_id" in r.query]
     assert lookups, "reconcile deleted nothing without asking Clerk about the unlisted user"
 
 
-def test_zero_users_from_clerk_refuses_to_delete_without_force(app, client, db, fake):
+def test_zero_users_from_clerk_refuses_to_delete_without_force(app, client, db, fake_clerk):
     local = [make_clerk_user(seed=f"z{i}") for i in range(3)]
     for user in local:
         assert deliver(client, "user.created", user) == "applied"
@@ -365,16 +324,14 @@ def test_zero_users_from_clerk_refuses_to_delete_without_force(app, client, db, 
 
     refused = run(app)
 
-    error = assert_one_line_failure(refused)
+    error = one_line_error(refused)
     assert "--force" in error and "zero users" in error
     assert dump(db) == before
 
     forced = run(app, "--force")
 
-    assert_ok(forced)
-    assert (
-        summary(forced)
-        == "reconciled: 0 Clerk users in 0 pages: created 0, updated 0, unchanged 0, deleted 3"
+    assert_summary(
+        forced, "reconciled: 0 Clerk users in 0 pages: created 0, updated 0, unchanged 0, deleted 3"
     )
     assert db.users.count_documents({}) == 0
     assert {t["_id"] for t in db.deleted_users.find()} == {u["id"] for u in local}
@@ -383,20 +340,18 @@ def test_zero_users_from_clerk_refuses_to_delete_without_force(app, client, db, 
 # -- ordering against webhooks ------------------------------------------------------------------
 
 
-def test_local_version_newer_than_clerks_is_kept(app, client, db, fake):
-    user = fake.add_user(make_clerk_user(seed="newer-local", first_name="Listed"))
+def test_local_version_newer_than_clerks_is_kept(app, client, db, fake_clerk):
+    user = fake_clerk.add_user(make_clerk_user(seed="newer-local", first_name="Listed"))
     webhook = newer(user, 5000, first_name="Webhook", username="fresh")
     assert deliver(client, "user.updated", webhook) == "applied"
-    same = fake.add_user(make_clerk_user(seed="same"))
+    same = fake_clerk.add_user(make_clerk_user(seed="same"))
     assert deliver(client, "user.created", same) == "applied"
     before = {d["clerkId"]: d for d in db.users.find()}
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
+    assert_summary(
+        result, "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
     )
     local = doc(db, user["id"])
     assert_matches_clerk(local, webhook)
@@ -405,32 +360,31 @@ def test_local_version_newer_than_clerks_is_kept(app, client, db, fake):
     assert doc(db, same["id"])["updatedAt"] == before[same["id"]]["updatedAt"]
 
 
-def test_tombstoned_user_that_clerk_still_lists_is_not_recreated(app, client, db, fake):
-    alive = fake.add_user(make_clerk_user(seed="alive"))
-    deleted = fake.add_user(make_clerk_user(seed="deleted"))
+def test_tombstoned_user_that_clerk_still_lists_is_not_recreated(app, client, db, fake_clerk):
+    alive = fake_clerk.add_user(make_clerk_user(seed="alive"))
+    deleted = fake_clerk.add_user(make_clerk_user(seed="deleted"))
     assert deliver(client, "user.created", deleted) == "applied"
     assert deliver(client, "user.deleted", make_deleted_data(deleted["id"])) == "deleted"
 
     first = run(app)
     second = run(app)
 
-    assert_ok(first)
-    assert (
-        summary(first) == "reconciled: 2 Clerk users in 1 pages: created 1, updated 0, unchanged 1, deleted 0"
+    assert_summary(
+        first, "reconciled: 2 Clerk users in 1 pages: created 1, updated 0, unchanged 1, deleted 0"
     )
-    assert_ok(second)
-    assert (
-        summary(second)
-        == "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
+    assert_summary(
+        second, "reconciled: 2 Clerk users in 1 pages: created 0, updated 0, unchanged 2, deleted 0"
     )
     assert doc(db, deleted["id"]) is None
     assert db.deleted_users.count_documents({"_id": deleted["id"]}) == 1
     assert_matches_clerk(doc(db, alive["id"]), alive)
 
 
-def test_reconcile_while_webhooks_arrive_ends_with_the_newest_version_of_everyone(app, client, db, fake):
+def test_reconcile_while_webhooks_arrive_ends_with_the_newest_version_of_everyone(
+    app, client, db, fake_clerk
+):
     clerk = make_users(520, seed="race")
-    fake.users = clerk
+    fake_clerk.users = clerk
     already_local = clerk[::10]
     for user in already_local:
         assert deliver(client, "user.created", newer(user, -1000, first_name="Older")) == "applied"
@@ -463,7 +417,7 @@ def test_reconcile_while_webhooks_arrive_ends_with_the_newest_version_of_everyon
         for i, user in enumerate(updated):
             post("user.updated", newer(user, 7000, first_name=f"Webhook{i}"))
             if i % 25 == 0 and signups:
-                signup = fake.add_user(signups.pop())
+                signup = fake_clerk.add_user(signups.pop())
                 post("user.created", signup)
         for user in removed:
             post("user.deleted", make_deleted_data(user["id"]))
@@ -481,57 +435,43 @@ def test_reconcile_while_webhooks_arrive_ends_with_the_newest_version_of_everyon
     newest = {u["id"]: u for u in clerk}
     for i, user in enumerate(updated):
         newest[user["id"]] = newer(user, 7000, first_name=f"Webhook{i}")
-    for user in fake.users.values():
+    for user in fake_clerk.users.values():
         newest.setdefault(user["id"], user)
     for clerk_id in removed_ids:
         newest.pop(clerk_id)
         assert doc(db, clerk_id) is None
         assert db.deleted_users.count_documents({"_id": clerk_id}) == 1
-    local = {d["clerkId"]: d for d in db.users.find()}
-    assert set(local) == set(newest)
-    for clerk_id, user in newest.items():
-        assert_matches_clerk(local[clerk_id], user)
+    assert_local_users_are(db, list(newest.values()))
 
 
 # -- Clerk failures -----------------------------------------------------------------------------
 
 
-def test_rate_limit_and_server_errors_mid_run_are_retried_and_reconcile_completes(app, client, db, fake):
-    users = make_users(510, seed="transient")
-    fake.users = users
-    local_only = make_clerk_user(seed="transient-local-only")
-    assert deliver(client, "user.created", local_only) == "applied"
-    serve_first_page(fake, users)
-    fake.fail_next(1, 429, retry_after=1, path_prefix="/v1/users")
-    fake.fail_next(2, 502, path_prefix="/v1/users")
+def test_rate_limit_and_server_errors_mid_run_are_retried_and_reconcile_completes(
+    app, client, db, fake_clerk
+):
+    users, local_only = listing_and_a_local_only_user(client, fake_clerk, 510, "transient")
+    fake_clerk.fail_next(1, 429, retry_after=1, path_prefix="/v1/users")
+    fake_clerk.fail_next(2, 502, path_prefix="/v1/users")
 
     result = run(app)
 
-    assert_ok(result)
-    assert (
-        summary(result)
-        == "reconciled: 510 Clerk users in 2 pages: created 510, updated 0, unchanged 0, deleted 1"
+    assert_summary(
+        result, "reconciled: 510 Clerk users in 2 pages: created 510, updated 0, unchanged 0, deleted 1"
     )
     # Page 2 was asked for four times: 429, 502, 502, then served.
-    assert [r.query["offset"] for r in list_requests(fake)] == ["0", "500", "500", "500", "500"]
-    local = {d["clerkId"]: d for d in db.users.find()}
-    assert set(local) == {u["id"] for u in users}
-    for user in users:
-        assert_matches_clerk(local[user["id"]], user)
+    assert [r.query["offset"] for r in list_requests(fake_clerk)] == ["0", "500", "500", "500", "500"]
+    assert_local_users_are(db, users)
     assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
 
 
-def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, client, db, fake):
-    users = make_users(505, seed="outage")
-    fake.users = users
-    local_only = make_clerk_user(seed="local-only")
-    assert deliver(client, "user.created", local_only) == "applied"
-    serve_first_page(fake, users)
-    fake.fail_next(1000, 503, path_prefix="/v1/users")
+def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, client, db, fake_clerk):
+    users, local_only = listing_and_a_local_only_user(client, fake_clerk, 505, "outage")
+    fake_clerk.fail_next(1000, 503, path_prefix="/v1/users")
 
     stopped = run(app, "--retry-budget", "1")
 
-    error = assert_one_line_failure(stopped)
+    error = one_line_error(stopped)
     assert error == (
         "Error: reconcile stopped: Clerk API answered 503. So far: 500 Clerk users in 1 pages: "
         "created 500, updated 0, unchanged 0, deleted 0. Rerunning is safe."
@@ -540,30 +480,25 @@ def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, clien
     assert doc(db, local_only["id"]) is not None, "deleted although the listing never finished"
     assert db.deleted_users.count_documents({}) == 0
 
-    fake.reset_faults()
+    fake_clerk.reset_faults()
     rerun = run(app)
 
-    assert_ok(rerun)
-    assert (
-        summary(rerun)
-        == "reconciled: 505 Clerk users in 2 pages: created 5, updated 0, unchanged 500, deleted 1"
+    assert_summary(
+        rerun, "reconciled: 505 Clerk users in 2 pages: created 5, updated 0, unchanged 500, deleted 1"
     )
-    local = {d["clerkId"]: d for d in db.users.find()}
-    assert set(local) == {u["id"] for u in users}
-    for user in users:
-        assert_matches_clerk(local[user["id"]], user)
+    assert_local_users_are(db, users)
     assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
 
 
-def test_clerk_unreachable_from_the_start_fails_cleanly_and_changes_nothing(app, client, db, fake):
+def test_clerk_unreachable_from_the_start_fails_cleanly_and_changes_nothing(app, client, db, fake_clerk):
     user = make_clerk_user(seed="unreachable")
     assert deliver(client, "user.created", user) == "applied"
     before = dump(db)
-    fake.stop()
+    fake_clerk.stop()
 
     result = run(app, "--retry-budget", "0.5")
 
-    error = assert_one_line_failure(result)
+    error = one_line_error(result)
     assert error == (
         "Error: reconcile stopped: Clerk API unreachable: ConnectError. "
         "So far: nothing done. Rerunning is safe."
@@ -571,21 +506,17 @@ def test_clerk_unreachable_from_the_start_fails_cleanly_and_changes_nothing(app,
     assert dump(db) == before
 
 
-def test_reconcile_without_a_clerk_secret_key_says_so(mongo_uri):
-    app = create_app(make_config(mongo_uri))
-    try:
-        result = run(app)
-    finally:
-        app.extensions["webhook_service"].events.close()
+def test_reconcile_without_a_clerk_secret_key_says_so(make_app):
+    result = run(make_app())
 
-    error = assert_one_line_failure(result)
+    error = one_line_error(result)
     assert "CLERK_SECRET_KEY" in error
 
 
 # -- dry run --------------------------------------------------------------------------------------
 
 
-def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fake):
+def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fake_clerk):
     stale = make_clerk_user(seed="stale", first_name="Before")
     same = make_clerk_user(seed="same")
     tombstoned = make_clerk_user(seed="tombstoned")
@@ -594,7 +525,7 @@ def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fa
     for user in (stale, same, tombstoned, *gone):
         assert deliver(client, "user.created", user) == "applied"
     assert deliver(client, "user.deleted", make_deleted_data(tombstoned["id"])) == "deleted"
-    fake.users = [newer(stale, 1000, first_name="After"), same, tombstoned, *fresh]
+    fake_clerk.users = [newer(stale, 1000, first_name="After"), same, tombstoned, *fresh]
     before = dump(db)
 
     dry = run(app, "--dry-run")
@@ -612,9 +543,6 @@ def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fa
 
     real = run(app)
 
-    assert_ok(real)
-    assert (
-        summary(real) == "reconciled: 6 Clerk users in 1 pages: created 3, updated 1, unchanged 2, deleted 2"
-    )
+    assert_summary(real, "reconciled: 6 Clerk users in 1 pages: created 3, updated 1, unchanged 2, deleted 2")
     assert doc(db, stale["id"])["firstName"] == "After"
     assert all(doc(db, u["id"]) is None for u in gone)

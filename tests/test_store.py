@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import random
 import threading
-import uuid
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.fake_clerk import clerk_id, make_clerk_user
+from tests.helpers import assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
 from webhook_service.domain import (
     Outcome,
     disambiguated_username,
@@ -27,8 +26,6 @@ from webhook_service.domain import (
     map_clerk_user,
 )
 from webhook_service.store import EventLog, EventRecord, UserStore, connect
-
-T0 = 1_735_000_000_000  # a Clerk updated_at in ms
 
 
 @pytest.fixture
@@ -38,37 +35,8 @@ def store(mongo_uri):
     db.client.close()
 
 
-def new_id() -> str:
-    return clerk_id("user")
-
-
-def delivery() -> str:
-    return f"msg_{uuid.uuid4().hex[:27]}"
-
-
-def clerk_user(user_id: str, version: int, **kwargs: Any) -> dict[str, Any]:
-    """A complete Clerk User whose ``updated_at`` is ``T0 + version``."""
-    kwargs.setdefault("created_at", T0)
-    return make_clerk_user(user_id, updated_at=T0 + version, **kwargs)
-
-
 def upsert(store: UserStore, data: dict[str, Any], delivery_id: str | None = None) -> Outcome:
-    return store.upsert_if_newer(map_clerk_user(data), delivery_id or delivery()).outcome
-
-
-def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> None:
-    """The Clerk-owned fields of ``doc`` equal what ``data`` maps to."""
-    assert doc is not None, f"no document for {data['id']}"
-    expected = map_clerk_user(data)
-    assert doc["clerkId"] == expected.clerk_id
-    assert doc["email"] == expected.email
-    assert doc["firstName"] == expected.first_name
-    assert doc["lastName"] == expected.last_name
-    assert doc["username"] == expected.username
-    assert doc["usernameLower"] == expected.username.lower()
-    assert doc["usernameSource"] == expected.username_source.value
-    assert doc["profilePicture"] == expected.profile_picture
-    assert doc["clerkUpdatedAt"] == data["updated_at"]
+    return store.upsert_if_newer(map_clerk_user(data), delivery_id or msg_id()).outcome
 
 
 def suffix(clerk_id_: str) -> str:
@@ -90,7 +58,7 @@ def test_create_writes_clerk_fields_and_app_owned_defaults(store):
         new_id(), 0, email="ada.lovelace+news@example.com", first_name="Ada", last_name="Lovelace"
     )
 
-    result = store.upsert_if_newer(map_clerk_user(data), delivery())
+    result = store.upsert_if_newer(map_clerk_user(data), msg_id())
 
     assert result.outcome is Outcome.APPLIED and result.created
     doc = store.get(data["id"])
@@ -110,7 +78,7 @@ def test_newer_and_equal_versions_apply_older_is_stale(store):
     assert upsert(store, clerk_user(uid, 10, first_name="V10")) is Outcome.APPLIED
 
     newer = clerk_user(uid, 20, first_name="V20")
-    result = store.upsert_if_newer(map_clerk_user(newer), delivery())
+    result = store.upsert_if_newer(map_clerk_user(newer), msg_id())
     assert result.outcome is Outcome.APPLIED and not result.created
     assert_matches_clerk(store.get(uid), newer)
 
@@ -126,7 +94,7 @@ def test_newer_and_equal_versions_apply_older_is_stale(store):
 def test_same_delivery_again_is_duplicate_and_changes_nothing(store):
     uid = new_id()
     data = clerk_user(uid, 5)
-    msg = delivery()
+    msg = msg_id()
     assert upsert(store, data, msg) is Outcome.APPLIED
     before = store.get(uid)
 
@@ -174,7 +142,7 @@ def test_delete_removes_user_writes_tombstone_and_cleans_follow_lists(store):
         {"clerkId": bob}, {"$set": {"followers": [gone_oid], "following": [alice_oid, gone_oid]}}
     )
 
-    assert store.delete(gone, delivery()) is Outcome.DELETED
+    assert store.delete(gone, msg_id()) is Outcome.DELETED
 
     assert store.get(gone) is None
     assert store.is_deleted(gone)
@@ -189,7 +157,7 @@ def test_delete_removes_user_writes_tombstone_and_cleans_follow_lists(store):
 
 def test_delete_first_then_created_or_updated_recreates_nothing(store):
     uid = new_id()
-    assert store.delete(uid, delivery()) is Outcome.DELETED
+    assert store.delete(uid, msg_id()) is Outcome.DELETED
 
     assert upsert(store, clerk_user(uid, 1)) is Outcome.STALE
     assert upsert(store, clerk_user(uid, 2, first_name="Later")) is Outcome.STALE
@@ -202,7 +170,7 @@ def test_delete_first_then_created_or_updated_recreates_nothing(store):
 def test_delete_after_create_then_late_update_stays_deleted(store):
     uid = new_id()
     assert upsert(store, clerk_user(uid, 1)) is Outcome.APPLIED
-    assert store.delete(uid, delivery()) is Outcome.DELETED
+    assert store.delete(uid, msg_id()) is Outcome.DELETED
     assert upsert(store, clerk_user(uid, 99)) is Outcome.STALE
     assert store.get(uid) is None
 
@@ -210,20 +178,20 @@ def test_delete_after_create_then_late_update_stays_deleted(store):
 def test_replayed_delete_is_duplicate(store):
     uid = new_id()
     assert upsert(store, clerk_user(uid, 1)) is Outcome.APPLIED
-    msg = delivery()
+    msg = msg_id()
     assert store.delete(uid, msg) is Outcome.DELETED
     first = store.tombstones.find_one({"_id": uid})
 
     assert store.delete(uid, msg) is Outcome.DUPLICATE
-    assert store.delete(uid, delivery()) is Outcome.DUPLICATE  # a second delete event, too
+    assert store.delete(uid, msg_id()) is Outcome.DUPLICATE  # a second delete event, too
     assert store.tombstones.find_one({"_id": uid}) == first
     assert store.get(uid) is None
 
 
 def test_delete_of_unknown_id_blocks_a_later_create(store):
     uid = new_id()
-    assert store.delete(uid, delivery()) is Outcome.DELETED
-    result = store.upsert_if_newer(map_clerk_user(clerk_user(uid, 1)), delivery())
+    assert store.delete(uid, msg_id()) is Outcome.DELETED
+    result = store.upsert_if_newer(map_clerk_user(clerk_user(uid, 1)), msg_id())
     assert result.outcome is Outcome.STALE and not result.created
     assert store.users.count_documents({"clerkId": uid}) == 0
 
@@ -235,24 +203,10 @@ def test_delete_of_unknown_id_blocks_a_later_create(store):
 def test_legacy_document_is_adopted_by_first_event(store, kind):
     uid = new_id()
     friend = ObjectId()
-    store.users.insert_one(
-        {
-            "clerkId": uid,
-            "email": "old@example.com",
-            "firstName": "Old",
-            "lastName": "Name",
-            "username": "oldname",
-            "profilePicture": "",
-            "bio": "legacy bio",
-            "bannerImage": "",
-            "location": "Paris",
-            "followers": [friend],
-            "following": [],
-        }
-    )
+    store.users.insert_one(legacy_user_doc(uid, friend))
     data = clerk_user(uid, 1 if kind == "user.created" else 7, email="new@example.com", username="newname")
 
-    result = store.upsert_if_newer(map_clerk_user(data), delivery())
+    result = store.upsert_if_newer(map_clerk_user(data), msg_id())
 
     assert result.outcome is Outcome.APPLIED and not result.created
     assert store.users.count_documents({"clerkId": uid}) == 1
@@ -442,7 +396,7 @@ def test_concurrent_shuffled_duplicated_updates_converge_to_newest(store):
         ]
         for i, uid in enumerate(ids)
     }
-    deliveries = [(delivery(), data) for vs in versions.values() for data in vs]
+    deliveries = [(msg_id(), data) for vs in versions.values() for data in vs]
     jobs = deliveries * 3  # every delivery arrives three times
     rng.shuffle(jobs)
     per_thread = [jobs[i::16] for i in range(16)]
@@ -469,9 +423,9 @@ def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
     for uid in deleted + kept:
         for v in (1, 2):
             data = clerk_user(uid, v, username=f"{uid.lower()}_{v}")
-            jobs.extend([("upsert", delivery(), data)] * 2)
+            jobs.extend([("upsert", msg_id(), data)] * 2)
     for uid in deleted:
-        jobs.extend([("delete", delivery(), uid)] * 2)
+        jobs.extend([("delete", msg_id(), uid)] * 2)
     rng.shuffle(jobs)
     per_thread = [jobs[i::16] for i in range(16)]
 
@@ -498,7 +452,7 @@ def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
 def test_event_log_records_outcome_and_counts_attempts(store):
     events = EventLog(store.db, retention_days=3, flush_interval_s=60)
     try:
-        msg, uid = delivery(), new_id()
+        msg, uid = msg_id(), new_id()
         events.record(EventRecord(msg, "user.updated", uid, Outcome.APPLIED, payload='{"x": 1}'))
         events.flush()
         first = events.get(msg)
@@ -523,7 +477,7 @@ def test_event_log_records_outcome_and_counts_attempts(store):
 def test_event_log_failed_then_applied_shows_applied(store):
     events = EventLog(store.db, flush_interval_s=60)
     try:
-        msg = delivery()
+        msg = msg_id()
         events.record(EventRecord(msg, "user.created", "user_x", Outcome.FAILED, error="database error"))
         events.record(EventRecord(msg, "user.created", "user_x", Outcome.APPLIED))
         events.flush()

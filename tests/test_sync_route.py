@@ -7,30 +7,18 @@ is the public half of a key pair the tests sign session tokens with.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from bson import ObjectId
+from flask import Flask
 
-from tests.conftest import make_config
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_webhook_event
-from tests.signing import signed_delivery
-from tests.tokens_util import (
-    DEFAULT_AZP,
-    bearer,
-    hmac_token,
-    instance_keys,
-    mint_token,
-    other_keys,
-    session_claims,
-    unsigned_token,
-)
-from webhook_service import create_app
+from tests.fake_clerk import FakeClerkAPI, make_clerk_user
+from tests.helpers import deliver, newer
+from tests.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, instance_keys, mint_token
 
 SYNC = "/api/users/sync"
-WEBHOOK = "/api/webhooks/clerk"
 PARTIES = (DEFAULT_AZP,)
 APP_OWNED_DEFAULTS = {"bannerImage": "", "bio": "", "location": "", "followers": [], "following": []}
 BOOKKEEPING = ("clerkUpdatedAt", "lastDeliveryId", "usernameLower", "usernameSource", "tombstonePending")
@@ -40,33 +28,22 @@ BOOKKEEPING = ("clerkUpdatedAt", "lastDeliveryId", "usernameLower", "usernameSou
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeClerkAPI]:
-    with FakeClerkAPI(jwks_public_key_pem=instance_keys().public_pem) as server:
-        yield server
-
-
-@pytest.fixture
-def build_app(mongo_uri, fake) -> Iterator[Callable[..., Any]]:
+def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
     """Build an app wired to the fake; defaults are small timeouts so failures answer fast."""
-    built = []
 
-    def build(**overrides: Any):
+    def build(**overrides: Any) -> Flask:
         values: dict[str, Any] = dict(
-            clerk_api_url=fake.url,
-            clerk_secret_key=fake.secret_key,
+            clerk_api_url=fake_clerk.url,
+            clerk_secret_key=fake_clerk.secret_key,
             clerk_jwt_key=instance_keys().public_pem,
             authorized_parties=PARTIES,
             clerk_timeout_ms=500,
             clerk_retry_budget_ms=100,
         )
         values.update(overrides)
-        app = create_app(make_config(mongo_uri, **values))
-        built.append(app)
-        return app
+        return make_app(**values)
 
-    yield build
-    for app in built:
-        app.extensions["webhook_service"].events.close()
+    return build
 
 
 @pytest.fixture
@@ -75,17 +52,7 @@ def app(build_app):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def db(app):
-    return app.extensions["webhook_service"].db
-
-
-@pytest.fixture
-def clerk_user(fake) -> dict[str, Any]:
+def clerk_user(fake_clerk) -> dict[str, Any]:
     """A user Clerk knows, whose primary address is not the first in the list."""
     user = make_clerk_user(
         seed="sync-route",
@@ -96,7 +63,7 @@ def clerk_user(fake) -> dict[str, Any]:
         last_name="Lovelace",
         image_url="https://img.clerk.com/ada.png",
     )
-    return fake.add_user(user)
+    return fake_clerk.add_user(user)
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -112,26 +79,14 @@ def post_sync(client, user_id: str | None = None, *, token: str | None = None, h
     return response
 
 
-def deliver(client, event_type: str, data: dict[str, Any]):
-    body, headers = signed_delivery(make_webhook_event(event_type, data))
-    response = client.post(WEBHOOK, data=body, headers=headers)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["outcome"]
-
-
-def user_requests(fake: FakeClerkAPI, user_id: str) -> list:
-    return [r for r in fake.requests if r.path == f"/v1/users/{user_id}"]
-
-
-def newer(user: dict[str, Any], ms: int, **changes: Any) -> dict[str, Any]:
-    """The same Clerk user, edited ``ms`` later (or earlier, if negative)."""
-    return dict(user, updated_at=user["updated_at"] + ms, **changes)
+def user_requests(fake_clerk: FakeClerkAPI, user_id: str) -> list:
+    return [r for r in fake_clerk.requests if r.path == f"/v1/users/{user_id}"]
 
 
 # -- success ------------------------------------------------------------------------
 
 
-def test_first_sync_creates_the_user_from_clerk(client, db, fake, clerk_user):
+def test_first_sync_creates_the_user_from_clerk(client, db, fake_clerk, clerk_user):
     response = post_sync(client, clerk_user["id"])
 
     assert response.status_code == 201
@@ -153,9 +108,9 @@ def test_first_sync_creates_the_user_from_clerk(client, db, fake, clerk_user):
     assert doc["clerkUpdatedAt"] == clerk_user["updated_at"]
     assert not set(BOOKKEEPING) & set(body), "bookkeeping fields leak into the response"
     assert db.users.count_documents({}) == 1
-    calls = user_requests(fake, clerk_user["id"])
+    calls = user_requests(fake_clerk, clerk_user["id"])
     assert len(calls) == 1
-    assert calls[0].headers["authorization"] == f"Bearer {fake.secret_key}"
+    assert calls[0].headers["authorization"] == f"Bearer {fake_clerk.secret_key}"
 
 
 def test_second_sync_answers_200_with_the_same_document(client, db, clerk_user):
@@ -168,13 +123,13 @@ def test_second_sync_answers_200_with_the_same_document(client, db, clerk_user):
     assert db.users.count_documents({"clerkId": clerk_user["id"]}) == 1
 
 
-def test_sync_refreshes_from_newer_clerk_data_and_keeps_app_owned_fields(client, db, fake, clerk_user):
+def test_sync_refreshes_from_newer_clerk_data_and_keeps_app_owned_fields(client, db, fake_clerk, clerk_user):
     created = post_sync(client, clerk_user["id"]).get_json()
     friend = ObjectId()
     db.users.update_one(
         {"clerkId": clerk_user["id"]}, {"$set": {"bio": "hello", "location": "London", "followers": [friend]}}
     )
-    fake.add_user(newer(clerk_user, 5000, first_name="Augusta", username="countess"))
+    fake_clerk.add_user(newer(clerk_user, 5000, first_name="Augusta", username="countess"))
 
     response = post_sync(client, clerk_user["id"])
 
@@ -195,7 +150,7 @@ def test_sync_refreshes_from_newer_clerk_data_and_keeps_app_owned_fields(client,
     assert body["createdAt"] == created["createdAt"]
 
 
-def test_sync_over_an_older_webhook_copy_answers_200_with_clerks_data(client, db, fake, clerk_user):
+def test_sync_over_an_older_webhook_copy_answers_200_with_clerks_data(client, db, fake_clerk, clerk_user):
     old = newer(clerk_user, -5000, first_name="Stale", username="stale_name")
     assert deliver(client, "user.created", old) == "applied"
     webhook_doc = db.users.find_one({"clerkId": clerk_user["id"]})
@@ -211,7 +166,7 @@ def test_sync_over_an_older_webhook_copy_answers_200_with_clerks_data(client, db
     assert doc["clerkUpdatedAt"] == clerk_user["updated_at"]
 
 
-def test_newer_webhook_already_applied_is_kept_when_clerk_answers_older(client, db, fake, clerk_user):
+def test_newer_webhook_already_applied_is_kept_when_clerk_answers_older(client, db, fake_clerk, clerk_user):
     fresher = newer(clerk_user, 5000, first_name="Fresher", username="fresher")
     assert deliver(client, "user.updated", fresher) == "applied"
 
@@ -223,7 +178,7 @@ def test_newer_webhook_already_applied_is_kept_when_clerk_answers_older(client, 
     doc = db.users.find_one({"clerkId": clerk_user["id"]})
     assert doc["firstName"] == "Fresher"
     assert doc["clerkUpdatedAt"] == fresher["updated_at"]
-    assert len(user_requests(fake, clerk_user["id"])) == 1  # Clerk was asked; its older answer lost
+    assert len(user_requests(fake_clerk, clerk_user["id"])) == 1  # Clerk was asked; its older answer lost
 
 
 def test_stale_webhook_after_sync_does_not_overwrite_synced_data(client, db, clerk_user):
@@ -238,46 +193,46 @@ def test_stale_webhook_after_sync_does_not_overwrite_synced_data(client, db, cle
     assert doc["clerkUpdatedAt"] == clerk_user["updated_at"]
 
 
-def test_transient_clerk_error_is_retried_within_the_budget(build_app, fake, clerk_user):
+def test_transient_clerk_error_is_retried_within_the_budget(build_app, fake_clerk, clerk_user):
     client = build_app(clerk_retry_budget_ms=3000).test_client()
-    fake.fail_next(1, 500, path_prefix="/v1/users")
+    fake_clerk.fail_next(1, 500, path_prefix="/v1/users")
 
     response = post_sync(client, clerk_user["id"])
 
     assert response.status_code == 201
-    assert len(user_requests(fake, clerk_user["id"])) == 2
+    assert len(user_requests(fake_clerk, clerk_user["id"])) == 2
 
 
-def test_sync_with_jwks_instead_of_a_configured_pem(build_app, fake, clerk_user):
+def test_sync_with_jwks_instead_of_a_configured_pem(build_app, fake_clerk, clerk_user):
     app = build_app(clerk_jwt_key=None)
-    token = mint_token(sub=clerk_user["id"], kid=fake.jwks_kid)
+    token = mint_token(sub=clerk_user["id"], kid=fake_clerk.jwks_kid)
 
     response = post_sync(app.test_client(), token=token)
 
     assert response.status_code == 201
     assert app.extensions["webhook_service"].db.users.count_documents({"clerkId": clerk_user["id"]}) == 1
-    assert fake.request_count("/v1/jwks") == 1
+    assert fake_clerk.request_count("/v1/jwks") == 1
 
 
-def test_sync_with_jwks_unavailable_is_503_and_writes_nothing(build_app, fake, clerk_user):
+def test_sync_with_jwks_unavailable_is_503_and_writes_nothing(build_app, fake_clerk, clerk_user):
     app = build_app(clerk_jwt_key=None)
-    fake.fail_next(5, 503, path_prefix="/v1/jwks")
+    fake_clerk.fail_next(5, 503, path_prefix="/v1/jwks")
 
-    response = post_sync(app.test_client(), token=mint_token(sub=clerk_user["id"], kid=fake.jwks_kid))
+    response = post_sync(app.test_client(), token=mint_token(sub=clerk_user["id"], kid=fake_clerk.jwks_kid))
 
     assert response.status_code == 503
     assert response.get_json()["error"] == "token verification unavailable"
     assert app.extensions["webhook_service"].db.users.count_documents({}) == 0
-    assert user_requests(fake, clerk_user["id"]) == []
+    assert user_requests(fake_clerk, clerk_user["id"]) == []
 
 
 # -- Clerk says the user does not exist -------------------------------------------
 
 
-def test_user_unknown_to_clerk_is_404_removed_and_tombstoned(client, db, fake, clerk_user):
+def test_user_unknown_to_clerk_is_404_removed_and_tombstoned(client, db, fake_clerk, clerk_user):
     user_id = clerk_user["id"]
     assert deliver(client, "user.created", clerk_user) == "applied"
-    fake.remove_user(user_id)
+    fake_clerk.remove_user(user_id)
 
     response = post_sync(client, user_id)
 
@@ -289,12 +244,12 @@ def test_user_unknown_to_clerk_is_404_removed_and_tombstoned(client, db, fake, c
     deliver(client, "user.updated", newer(clerk_user, 60_000, first_name="Zombie"))
     assert db.users.count_documents({"clerkId": user_id}) == 0
     # ...nor a later sync if Clerk were to answer for the id again.
-    fake.add_user(newer(clerk_user, 120_000))
+    fake_clerk.add_user(newer(clerk_user, 120_000))
     assert post_sync(client, user_id).status_code == 404
     assert db.users.count_documents({"clerkId": user_id}) == 0
 
 
-def test_user_unknown_to_clerk_and_never_seen_is_404_with_no_document(client, db, fake):
+def test_user_unknown_to_clerk_and_never_seen_is_404_with_no_document(client, db, fake_clerk):
     response = post_sync(client, "user_2neverexisted0000000000000")
 
     assert response.status_code == 404
@@ -304,24 +259,24 @@ def test_user_unknown_to_clerk_and_never_seen_is_404_with_no_document(client, db
 # -- Clerk failing ------------------------------------------------------------------
 
 
-def _fail_500s(fake):
-    fake.fail_next(100, 500, path_prefix="/v1/users")
+def _fail_500s(fake_clerk):
+    fake_clerk.fail_next(100, 500, path_prefix="/v1/users")
 
 
-def _rate_limited(fake):
-    fake.fail_next(100, 429, retry_after=1, path_prefix="/v1/users")
+def _rate_limited(fake_clerk):
+    fake_clerk.fail_next(100, 429, retry_after=1, path_prefix="/v1/users")
 
 
-def _slow(fake):
-    fake.delay_next(100, 5.0, path_prefix="/v1/users")  # the app's timeout is 500 ms
+def _slow(fake_clerk):
+    fake_clerk.delay_next(100, 5.0, path_prefix="/v1/users")  # the app's timeout is 500 ms
 
 
-def _down(fake):
-    fake.set_down(True)
+def _down(fake_clerk):
+    fake_clerk.set_down(True)
 
 
-def _unreachable(fake):
-    fake.stop()
+def _unreachable(fake_clerk):
+    fake_clerk.stop()
 
 
 CLERK_FAILURES = {
@@ -335,8 +290,8 @@ CLERK_FAILURES = {
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("failure", list(CLERK_FAILURES), ids=list(CLERK_FAILURES))
-def test_clerk_failure_is_5xx_and_writes_nothing(client, db, fake, clerk_user, failure):
-    CLERK_FAILURES[failure](fake)
+def test_clerk_failure_is_5xx_and_writes_nothing(client, db, fake_clerk, clerk_user, failure):
+    CLERK_FAILURES[failure](fake_clerk)
 
     response = post_sync(client, clerk_user["id"])
 
@@ -348,11 +303,11 @@ def test_clerk_failure_is_5xx_and_writes_nothing(client, db, fake, clerk_user, f
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("failure", list(CLERK_FAILURES), ids=list(CLERK_FAILURES))
-def test_clerk_failure_leaves_an_existing_user_untouched(client, db, fake, clerk_user, failure):
+def test_clerk_failure_leaves_an_existing_user_untouched(client, db, fake_clerk, clerk_user, failure):
     """A failing Clerk must never read as "user gone": the local copy stays as it was."""
     assert deliver(client, "user.created", clerk_user) == "applied"
     before = db.users.find_one({"clerkId": clerk_user["id"]})
-    CLERK_FAILURES[failure](fake)
+    CLERK_FAILURES[failure](fake_clerk)
 
     response = post_sync(client, clerk_user["id"])
 
@@ -361,57 +316,31 @@ def test_clerk_failure_leaves_an_existing_user_untouched(client, db, fake, clerk
     assert db.deleted_users.count_documents({}) == 0
 
 
-def test_rate_limit_answers_503(client, fake, clerk_user):
-    _rate_limited(fake)
+def test_rate_limit_answers_503(client, fake_clerk, clerk_user):
+    _rate_limited(fake_clerk)
     assert post_sync(client, clerk_user["id"]).status_code == 503
 
 
 # -- authentication -------------------------------------------------------------
 
 
-def _expired(user_id):
-    claims = session_claims(sub=user_id, now=1_700_000_000)
-    return {"Authorization": bearer(mint_token(claims=claims))}
+@pytest.mark.parametrize("case", list(REJECTED_AUTHORIZATIONS), ids=list(REJECTED_AUTHORIZATIONS))
+def test_bad_session_token_is_401_writes_nothing_and_never_calls_clerk(
+    client, db, fake_clerk, clerk_user, case
+):
+    authorization = REJECTED_AUTHORIZATIONS[case](clerk_user["id"])
+    headers = {} if authorization is None else {"Authorization": authorization}
 
-
-BAD_AUTH: dict[str, Callable[[str], dict[str, str]]] = {
-    "expired": _expired,
-    "no-exp": lambda uid: {"Authorization": bearer(mint_token(sub=uid, omit=["exp"]))},
-    "no-sub": lambda uid: {"Authorization": bearer(mint_token(omit=["sub"]))},
-    "not-yet-valid": lambda uid: {"Authorization": bearer(mint_token(sub=uid, now=time.time() + 3600))},
-    "wrong-key": lambda uid: {"Authorization": bearer(mint_token(other_keys(), sub=uid))},
-    "wrong-azp": lambda uid: {"Authorization": bearer(mint_token(sub=uid, azp="https://evil.example"))},
-    "no-azp": lambda uid: {"Authorization": bearer(mint_token(sub=uid, omit=["azp"]))},
-    "none-alg": lambda uid: {"Authorization": bearer(unsigned_token(session_claims(sub=uid)))},
-    "hs256-public-pem": lambda uid: {
-        "Authorization": bearer(hmac_token(session_claims(sub=uid), instance_keys().public_pem))
-    },
-    "hs256-flat-pem": lambda uid: {
-        "Authorization": bearer(
-            hmac_token(session_claims(sub=uid), instance_keys().public_pem.replace("\n", ""))
-        )
-    },
-    "garbage": lambda uid: {"Authorization": "Bearer not.a.jwt"},
-    "api-key-shaped": lambda uid: {"Authorization": "Bearer ak_2pWx4Yqk7TzL0mN3bV8cR1sD5fG"},
-    "too-large": lambda uid: {"Authorization": bearer(mint_token(sub=uid, pad="x" * 9000))},
-    "missing-header": lambda uid: {},
-    "basic-scheme": lambda uid: {"Authorization": "Basic dXNlcjpwYXNz"},
-    "empty-bearer": lambda uid: {"Authorization": "Bearer "},
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_AUTH), ids=list(BAD_AUTH))
-def test_bad_session_token_is_401_writes_nothing_and_never_calls_clerk(client, db, fake, clerk_user, case):
-    response = post_sync(client, headers=BAD_AUTH[case](clerk_user["id"]))
+    response = post_sync(client, headers=headers)
 
     assert response.status_code == 401
     assert response.get_json()["error"] == "unauthorized"
     assert db.users.count_documents({}) == 0
     assert db.deleted_users.count_documents({}) == 0
-    assert fake.requests == []
+    assert fake_clerk.requests == []
 
 
-def test_session_cookie_without_authorization_header_is_401(client, db, fake, clerk_user):
+def test_session_cookie_without_authorization_header_is_401(client, db, fake_clerk, clerk_user):
     """Header-only: a browser's __session cookie must not authenticate a cross-site POST.
 
     (Werkzeug's test client drops a literal Cookie header, so the cookie goes in its jar.)
@@ -423,10 +352,10 @@ def test_session_cookie_without_authorization_header_is_401(client, db, fake, cl
 
     assert response.status_code == 401
     assert db.users.count_documents({}) == 0
-    assert fake.requests == []
+    assert fake_clerk.requests == []
 
 
-def test_the_same_user_with_a_valid_token_is_synced(client, fake, clerk_user):
+def test_the_same_user_with_a_valid_token_is_synced(client, fake_clerk, clerk_user):
     """Control for the 401 cases above: only the token differed."""
     assert (
         post_sync(client, headers={"Authorization": bearer(mint_token(sub=clerk_user["id"]))}).status_code
@@ -437,7 +366,7 @@ def test_the_same_user_with_a_valid_token_is_synced(client, fake, clerk_user):
 # -- not configured ---------------------------------------------------------------
 
 
-def test_without_clerk_secret_key_sync_is_503_and_webhooks_still_work(build_app, fake, clerk_user):
+def test_without_clerk_secret_key_sync_is_503_and_webhooks_still_work(build_app, fake_clerk, clerk_user):
     app = build_app(clerk_secret_key=None)
     client = app.test_client()
     db = app.extensions["webhook_service"].db
@@ -447,6 +376,6 @@ def test_without_clerk_secret_key_sync_is_503_and_webhooks_still_work(build_app,
     assert response.status_code == 503
     assert response.get_json()["error"] == "sync not configured"
     assert db.users.count_documents({}) == 0
-    assert fake.requests == []
+    assert fake_clerk.requests == []
     assert deliver(client, "user.created", clerk_user) == "applied"
     assert db.users.find_one({"clerkId": clerk_user["id"]})["email"] == "ada.primary@example.com"

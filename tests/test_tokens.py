@@ -247,51 +247,47 @@ def test_api_key_shaped_token_is_rejected_without_any_network_call(verifier, tok
 
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("token", MACHINE_SHAPED)
-def test_api_key_shaped_token_is_rejected_in_jwks_mode_without_asking_clerk(token):
-    with FakeClerkAPI(jwks_public_key_pem=instance_keys().public_pem) as fake:
-        jwks = JwksCache(fake.url, fake.secret_key, timeout_s=1.0)
-        remote = SessionTokenVerifier(jwt_key=None, authorized_parties=(DEFAULT_AZP,), jwks=jwks)
-        with network_attempts() as attempts:
-            rejected(remote, bearer(token))
-        assert attempts == []
-        assert fake.requests == []
+def test_api_key_shaped_token_is_rejected_in_jwks_mode_without_asking_clerk(fake_clerk, token):
+    remote = jwks_verifier(fake_clerk)
+    with network_attempts() as attempts:
+        rejected(remote, bearer(token))
+    assert attempts == []
+    assert fake_clerk.requests == []
 
 
 # -- JWKS (no CLERK_JWT_KEY) ------------------------------------------------------
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeClerkAPI]:
-    with FakeClerkAPI(jwks_public_key_pem=instance_keys().public_pem) as server:
-        yield server
-
-
-def jwks_verifier(fake: FakeClerkAPI, timeout_s: float = 1.0) -> SessionTokenVerifier:
-    jwks = JwksCache(fake.url, fake.secret_key, timeout_s=timeout_s)
+def jwks_verifier(
+    fake_clerk: FakeClerkAPI, timeout_s: float = 1.0, *, secret_key: str | None = None
+) -> SessionTokenVerifier:
+    """A verifier with no PEM, fetching keys from the fake's JWKS (with the fake's secret key
+    unless ``secret_key`` is given)."""
+    jwks = JwksCache(fake_clerk.url, secret_key or fake_clerk.secret_key, timeout_s=timeout_s)
     return SessionTokenVerifier(jwt_key=None, authorized_parties=(DEFAULT_AZP,), jwks=jwks)
 
 
-def test_jwks_valid_token_verifies_and_the_keys_are_cached(fake):
-    remote = jwks_verifier(fake)
-    token = mint_token(kid=fake.jwks_kid, sub="user_jwks1")
+def test_jwks_valid_token_verifies_and_the_keys_are_cached(fake_clerk):
+    remote = jwks_verifier(fake_clerk)
+    token = mint_token(kid=fake_clerk.jwks_kid, sub="user_jwks1")
     assert remote.verify(bearer(token)) == "user_jwks1"
-    assert remote.verify(bearer(mint_token(kid=fake.jwks_kid, sub="user_jwks2"))) == "user_jwks2"
-    jwks_requests = [r for r in fake.requests if r.path == "/v1/jwks"]
+    assert remote.verify(bearer(mint_token(kid=fake_clerk.jwks_kid, sub="user_jwks2"))) == "user_jwks2"
+    jwks_requests = [r for r in fake_clerk.requests if r.path == "/v1/jwks"]
     assert len(jwks_requests) == 1
-    assert jwks_requests[0].headers["authorization"] == f"Bearer {fake.secret_key}"
+    assert jwks_requests[0].headers["authorization"] == f"Bearer {fake_clerk.secret_key}"
 
 
-def test_jwks_unknown_kid_is_a_token_error(fake):
-    remote = jwks_verifier(fake)
+def test_jwks_unknown_kid_is_a_token_error(fake_clerk):
+    remote = jwks_verifier(fake_clerk)
     rejected(remote, bearer(mint_token(kid="ins_somebodyelse")))
 
 
-def test_jwks_token_without_kid_is_a_token_error(fake):
-    rejected(jwks_verifier(fake), bearer(mint_token()))
+def test_jwks_token_without_kid_is_a_token_error(fake_clerk):
+    rejected(jwks_verifier(fake_clerk), bearer(mint_token()))
 
 
-def test_jwks_token_signed_by_another_key_under_the_right_kid_is_rejected(fake):
-    rejected(jwks_verifier(fake), bearer(mint_token(other_keys(), kid=fake.jwks_kid)))
+def test_jwks_token_signed_by_another_key_under_the_right_kid_is_rejected(fake_clerk):
+    rejected(jwks_verifier(fake_clerk), bearer(mint_token(other_keys(), kid=fake_clerk.jwks_kid)))
 
 
 @pytest.mark.parametrize(
@@ -299,55 +295,54 @@ def test_jwks_token_signed_by_another_key_under_the_right_kid_is_rejected(fake):
     [{"omit": ["exp"]}, {"azp": "https://evil.example"}, {"now": 1_600_000_000}],
     ids=["no-exp", "wrong-azp", "expired"],
 )
-def test_jwks_mode_applies_the_same_claim_checks(fake, options):
-    rejected(jwks_verifier(fake), bearer(mint_token(kid=fake.jwks_kid, **options)))
+def test_jwks_mode_applies_the_same_claim_checks(fake_clerk, options):
+    rejected(jwks_verifier(fake_clerk), bearer(mint_token(kid=fake_clerk.jwks_kid, **options)))
 
 
-def test_jwks_mode_rejects_hs256_signed_with_the_served_key(fake):
+def test_jwks_mode_rejects_hs256_signed_with_the_served_key(fake_clerk):
     """The PEM the cache derives from the JWKS must not work as an HMAC secret either."""
-    remote = jwks_verifier(fake)
-    assert remote.verify(bearer(mint_token(kid=fake.jwks_kid))) == DEFAULT_SUB  # cache the PEM
+    remote = jwks_verifier(fake_clerk)
+    assert remote.verify(bearer(mint_token(kid=fake_clerk.jwks_kid))) == DEFAULT_SUB  # cache the PEM
     for secret in (instance_keys().public_pem, instance_keys().public_pem.replace("\n", "")):
-        rejected(remote, bearer(hmac_token(session_claims(), secret, header={"kid": fake.jwks_kid})))
+        rejected(remote, bearer(hmac_token(session_claims(), secret, header={"kid": fake_clerk.jwks_kid})))
 
 
 @pytest.mark.timeout(10)
-def test_jwks_fetch_that_hangs_is_verifier_unavailable_not_a_hang(fake):
-    fake.delay_next(5, 30.0, path_prefix="/v1/jwks")
+def test_jwks_fetch_that_hangs_is_verifier_unavailable_not_a_hang(fake_clerk):
+    fake_clerk.delay_next(5, 30.0, path_prefix="/v1/jwks")
     with pytest.raises(VerifierUnavailable):
-        jwks_verifier(fake, timeout_s=1.0).verify(bearer(mint_token(kid=fake.jwks_kid)))
+        jwks_verifier(fake_clerk, timeout_s=1.0).verify(bearer(mint_token(kid=fake_clerk.jwks_kid)))
 
 
 @pytest.mark.timeout(10)
-def test_jwks_fetch_while_clerk_is_down_is_verifier_unavailable(fake):
-    fake.set_down(True)
+def test_jwks_fetch_while_clerk_is_down_is_verifier_unavailable(fake_clerk):
+    fake_clerk.set_down(True)
     with pytest.raises(VerifierUnavailable):
-        jwks_verifier(fake).verify(bearer(mint_token(kid=fake.jwks_kid)))
+        jwks_verifier(fake_clerk).verify(bearer(mint_token(kid=fake_clerk.jwks_kid)))
 
 
 @pytest.mark.timeout(10)
-def test_jwks_fetch_when_clerk_is_unreachable_is_verifier_unavailable(fake):
-    remote = jwks_verifier(fake)
-    fake.stop()
+def test_jwks_fetch_when_clerk_is_unreachable_is_verifier_unavailable(fake_clerk):
+    remote = jwks_verifier(fake_clerk)
+    fake_clerk.stop()
     with pytest.raises(VerifierUnavailable):
-        remote.verify(bearer(mint_token(kid=fake.jwks_kid)))
+        remote.verify(bearer(mint_token(kid=fake_clerk.jwks_kid)))
 
 
 @pytest.mark.timeout(10)
-def test_jwks_outage_is_not_remembered(fake):
-    remote = jwks_verifier(fake)
-    token = bearer(mint_token(kid=fake.jwks_kid))
-    fake.fail_next(1, 500, path_prefix="/v1/jwks")
+def test_jwks_outage_is_not_remembered(fake_clerk):
+    remote = jwks_verifier(fake_clerk)
+    token = bearer(mint_token(kid=fake_clerk.jwks_kid))
+    fake_clerk.fail_next(1, 500, path_prefix="/v1/jwks")
     with pytest.raises(VerifierUnavailable):
         remote.verify(token)
     assert remote.verify(token) == DEFAULT_SUB
 
 
-def test_jwks_fetch_with_a_rejected_secret_key_is_verifier_unavailable(fake):
-    jwks = JwksCache(fake.url, "sk_test_wrong", timeout_s=1.0)
-    remote = SessionTokenVerifier(jwt_key=None, authorized_parties=(DEFAULT_AZP,), jwks=jwks)
+def test_jwks_fetch_with_a_rejected_secret_key_is_verifier_unavailable(fake_clerk):
+    remote = jwks_verifier(fake_clerk, secret_key="sk_test_wrong")
     with pytest.raises(VerifierUnavailable):
-        remote.verify(bearer(mint_token(kid=fake.jwks_kid)))
+        remote.verify(bearer(mint_token(kid=fake_clerk.jwks_kid)))
 
 
 def test_without_jwt_key_or_jwks_verification_is_unavailable():

@@ -11,38 +11,18 @@ import json
 import logging
 import random
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from svix.webhooks import Webhook
 
-from tests.conftest import make_config
-from tests.fake_clerk import clerk_id, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.fake_clerk import make_deleted_data, make_webhook_event
+from tests.helpers import T0, WEBHOOK, assert_matches_clerk, clerk_user, database_down, msg_id, new_id
 from tests.signing import TEST_SECRET, signed_delivery, signed_headers
-from webhook_service import create_app
-from webhook_service.domain import map_clerk_user
 
-URL = "/api/webhooks/clerk"
-T0 = 1_735_000_000_000
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="  # base64 of A..Z
-
-
-def new_id() -> str:
-    return clerk_id("user")
-
-
-def msg_id() -> str:
-    return f"msg_{uuid.uuid4().hex[:27]}"
-
-
-def clerk_user(user_id: str, version: int, **kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("created_at", T0)
-    return make_clerk_user(user_id, updated_at=T0 + version, **kwargs)
 
 
 def post(client, event: dict[str, Any] | None = None, *, body: str | bytes | None = None, **sign_kw):
@@ -51,7 +31,7 @@ def post(client, event: dict[str, Any] | None = None, *, body: str | bytes | Non
         body, headers = signed_delivery(event, **sign_kw)
     else:
         headers = signed_headers(body, **sign_kw)
-    return client.post(URL, data=body, headers=headers)
+    return client.post(WEBHOOK, data=body, headers=headers)
 
 
 def created(data: dict[str, Any]) -> dict[str, Any]:
@@ -64,18 +44,6 @@ def updated(data: dict[str, Any]) -> dict[str, Any]:
 
 def deleted(user_id: str) -> dict[str, Any]:
     return make_webhook_event("user.deleted", make_deleted_data(user_id))
-
-
-def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> None:
-    assert doc is not None, f"no document for {data['id']}"
-    expected = map_clerk_user(data)
-    assert doc["clerkId"] == expected.clerk_id
-    assert doc["email"] == expected.email
-    assert doc["firstName"] == expected.first_name
-    assert doc["lastName"] == expected.last_name
-    assert doc["username"] == expected.username
-    assert doc["profilePicture"] == expected.profile_picture
-    assert doc["clerkUpdatedAt"] == data["updated_at"]
 
 
 def flushed_event(app, delivery_id: str) -> dict[str, Any] | None:
@@ -169,7 +137,7 @@ REJECTED_SIGNATURES = {
 def test_unverifiable_delivery_is_rejected_and_writes_nothing(app, client, db, case):
     body, headers = REJECTED_SIGNATURES[case]()
 
-    resp = client.post(URL, data=body, headers=headers)
+    resp = client.post(WEBHOOK, data=body, headers=headers)
 
     assert resp.status_code == 400
     assert_clean_error(resp)
@@ -212,7 +180,7 @@ def test_body_over_one_mebibyte_is_413_and_writes_nothing(app, client, db):
     body = b"x" * (1024 * 1024 + 1)
     headers = signed_headers("x" * 10)  # the size is refused before the signature matters
 
-    resp = client.post(URL, data=body, headers=headers)
+    resp = client.post(WEBHOOK, data=body, headers=headers)
 
     assert resp.status_code == 413
     assert_clean_error(resp)
@@ -226,7 +194,10 @@ def post_chunked(client, body: bytes, headers: dict[str, str]):
     (which sets ``wsgi.input_terminated``)."""
     headers = {**headers, "Transfer-Encoding": "chunked"}
     return client.post(
-        URL, input_stream=io.BytesIO(body), headers=headers, environ_overrides={"wsgi.input_terminated": True}
+        WEBHOOK,
+        input_stream=io.BytesIO(body),
+        headers=headers,
+        environ_overrides={"wsgi.input_terminated": True},
     )
 
 
@@ -276,7 +247,7 @@ def test_standard_webhooks_header_names_are_accepted(client, db):
     renamed = {k.replace("svix-", "webhook-"): v for k, v in headers.items()}
     assert "svix-id" not in renamed and "webhook-signature" in renamed
 
-    resp = client.post(URL, data=body, headers=renamed)
+    resp = client.post(WEBHOOK, data=body, headers=renamed)
 
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json() == {"outcome": "applied"}
@@ -294,7 +265,7 @@ def test_several_signatures_during_key_rotation_are_accepted(client, db, ours_fi
     headers = signed_headers(body, msg_id=mid, at=at)
     headers["svix-signature"] = f"{ours} {other}" if ours_first else f"{other} {ours}"
 
-    resp = client.post(URL, data=body, headers=headers)
+    resp = client.post(WEBHOOK, data=body, headers=headers)
 
     assert resp.status_code == 200
     assert_matches_clerk(db.users.find_one({"clerkId": data["id"]}), data)
@@ -306,7 +277,7 @@ def test_only_foreign_signatures_are_rejected(client, db):
     headers = signed_headers(body, msg_id=mid, at=at)
     other = Webhook(OTHER_SECRET).sign(mid, at, body)
     headers["svix-signature"] = f"{other} v1,{'A' * 43}="
-    resp = client.post(URL, data=body, headers=headers)
+    resp = client.post(WEBHOOK, data=body, headers=headers)
     assert resp.status_code == 400
     assert_nothing_written(db)
 
@@ -456,55 +427,40 @@ def test_concurrent_out_of_order_deliveries_converge_to_clerks_state(app, db):
 # -- database outage -------------------------------------------------------------------------
 
 
-@contextmanager
-def server_down(mongo_server) -> Iterator[None]:
-    mongo_server.kill()
-    try:
-        yield
-    finally:
-        mongo_server.start()  # the server is session-scoped: always bring it back
-
-
-def test_database_down_answers_503_then_the_same_delivery_applies(mongo_server, mongo_uri):
-    if not mongo_server.can_restart:
-        pytest.skip("cannot stop an external TEST_MONGODB_URI server")
-    app = create_app(make_config(mongo_uri, db_timeout_ms=1500))
+def test_database_down_answers_503_then_the_same_delivery_applies(restartable, make_app):
+    app = make_app(db_timeout_ms=1500)
     db = app.extensions["webhook_service"].db
     client = app.test_client()
-    try:
-        existing = clerk_user(new_id(), 1)
-        assert post(client, created(existing)).status_code == 200  # indexes made, pool warm
-        newer = clerk_user(existing["id"], 2, first_name="AfterOutage")
-        brand_new = clerk_user(new_id(), 1)
-        update_id, create_id = msg_id(), msg_id()
+    existing = clerk_user(new_id(), 1)
+    assert post(client, created(existing)).status_code == 200  # indexes made, pool warm
+    newer = clerk_user(existing["id"], 2, first_name="AfterOutage")
+    brand_new = clerk_user(new_id(), 1)
+    update_id, create_id = msg_id(), msg_id()
 
-        with server_down(mongo_server):
-            for event, mid in ((updated(newer), update_id), (created(brand_new), create_id)):
-                resp = post(client, event, msg_id=mid)
-                assert resp.status_code == 503
-                assert_clean_error(resp)
-                assert "outcome" not in resp.get_json()
-            ready = client.get("/readyz")
-            assert ready.status_code == 503 and ready.is_json
-            assert client.get("/healthz").status_code == 200
+    with database_down(restartable):
+        for event, mid in ((updated(newer), update_id), (created(brand_new), create_id)):
+            resp = post(client, event, msg_id=mid)
+            assert resp.status_code == 503
+            assert_clean_error(resp)
+            assert "outcome" not in resp.get_json()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.is_json
+        assert client.get("/healthz").status_code == 200
 
-        for _ in range(100):  # as a load balancer would: wait until ready again
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
-        resent_update = post(client, updated(newer), msg_id=update_id)  # Svix retry: new signature
-        resent_create = post(client, created(brand_new), msg_id=create_id)
+    for _ in range(100):  # as a load balancer would: wait until ready again
+        if client.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.1)
+    resent_update = post(client, updated(newer), msg_id=update_id)  # Svix retry: new signature
+    resent_create = post(client, created(brand_new), msg_id=create_id)
 
-        assert resent_update.status_code == 200 and resent_update.get_json() == {"outcome": "applied"}
-        assert resent_create.status_code == 200 and resent_create.get_json() == {"outcome": "applied"}
-        assert_matches_clerk(db.users.find_one({"clerkId": existing["id"]}), newer)
-        assert_matches_clerk(db.users.find_one({"clerkId": brand_new["id"]}), brand_new)
-        record = flushed_event(app, update_id)
-        assert record["outcome"] == "applied" and record["lastOutcome"] == "applied"
-        assert record["attempts"] == 2  # the failed attempt is on record too
-    finally:
-        app.extensions["webhook_service"].events.close()
-        db.client.close()
+    assert resent_update.status_code == 200 and resent_update.get_json() == {"outcome": "applied"}
+    assert resent_create.status_code == 200 and resent_create.get_json() == {"outcome": "applied"}
+    assert_matches_clerk(db.users.find_one({"clerkId": existing["id"]}), newer)
+    assert_matches_clerk(db.users.find_one({"clerkId": brand_new["id"]}), brand_new)
+    record = flushed_event(app, update_id)
+    assert record["outcome"] == "applied" and record["lastOutcome"] == "applied"
+    assert record["attempts"] == 2  # the failed attempt is on record too
 
 
 # -- the delivery log line -----------------------------------------------------------------
@@ -549,7 +505,7 @@ def test_each_delivery_logs_one_line_without_secrets_or_personal_data(client, de
         delivery_log.clear()
         mid = msg_id()
         body, headers = signed_delivery(event, msg_id=mid)
-        resp = client.post(URL, data=body, headers=headers)
+        resp = client.post(WEBHOOK, data=body, headers=headers)
         assert resp.get_json() == {"outcome": outcome}
 
         lines = [r for r in delivery_log.records if r.name == "webhook_service.delivery"]
@@ -575,7 +531,7 @@ def test_rejected_delivery_log_line_carries_no_body_or_secret(client, delivery_l
         body, headers = signed_delivery(updated({**data, "first_name": "attacker.person"}))
         assert "tampered.person" in body
 
-    resp = client.post(URL, data=body, headers=headers)
+    resp = client.post(WEBHOOK, data=body, headers=headers)
 
     assert resp.status_code == 400
     lines = [r for r in delivery_log.records if r.name == "webhook_service.delivery"]

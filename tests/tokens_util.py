@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -164,3 +164,27 @@ def hmac_token(
 def bearer(token: str) -> str:
     """The Authorization header value carrying ``token``."""
     return f"Bearer {token}"
+
+
+# Authorization header values that must never authenticate user ``sub``, by case name:
+# each takes the user id and returns the header value (None: no Authorization header).
+REJECTED_AUTHORIZATIONS: dict[str, Callable[[str], str | None]] = {
+    "expired": lambda sub: bearer(mint_token(claims=session_claims(sub=sub, now=1_700_000_000))),
+    "no-exp": lambda sub: bearer(mint_token(sub=sub, omit=["exp"])),
+    "no-sub": lambda sub: bearer(mint_token(omit=["sub"])),
+    "not-yet-valid": lambda sub: bearer(mint_token(sub=sub, now=time.time() + 3600)),
+    "wrong-key": lambda sub: bearer(mint_token(other_keys(), sub=sub)),
+    "wrong-azp": lambda sub: bearer(mint_token(sub=sub, azp="https://evil.example")),
+    "no-azp": lambda sub: bearer(mint_token(sub=sub, omit=["azp"])),
+    "none-alg": lambda sub: bearer(unsigned_token(session_claims(sub=sub))),
+    "hs256-public-pem": lambda sub: bearer(hmac_token(session_claims(sub=sub), instance_keys().public_pem)),
+    "hs256-flat-pem": lambda sub: bearer(
+        hmac_token(session_claims(sub=sub), instance_keys().public_pem.replace("\n", ""))
+    ),
+    "garbage": lambda sub: "Bearer not.a.jwt",
+    "api-key-shaped": lambda sub: "Bearer ak_2pWx4Yqk7TzL0mN3bV8cR1sD5fG",
+    "too-large": lambda sub: bearer(mint_token(sub=sub, pad="x" * 9000)),
+    "missing-header": lambda sub: None,
+    "basic-scheme": lambda sub: "Basic dXNlcjpwYXNz",
+    "empty-bearer": lambda sub: "Bearer ",
+}

@@ -1,0 +1,132 @@
+"""Plain helpers shared by several test files (the fixtures are in conftest.py).
+
+Clerk-shaped data (``clerk_user``, ``newer``, ids), delivering a signed webhook through a
+Flask test client, the usual assertions on a user document and on a CLI error, a legacy
+(pre-service) user document, and the test database server going away for a while.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from click.testing import Result
+from pymongo import MongoClient
+
+from tests.fake_clerk import clerk_id, make_clerk_user, make_webhook_event
+from tests.signing import signed_delivery
+from webhook_service.domain import map_clerk_user
+
+WEBHOOK = "/api/webhooks/clerk"
+T0 = 1_735_000_000_000  # a Clerk updated_at in ms
+
+
+# -- Clerk-shaped data ------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A fresh Clerk user id."""
+    return clerk_id("user")
+
+
+def msg_id() -> str:
+    """A fresh svix-id (delivery id)."""
+    return f"msg_{uuid.uuid4().hex[:27]}"
+
+
+def clerk_user(user_id: str, version: int, **kwargs: Any) -> dict[str, Any]:
+    """A complete Clerk User whose ``updated_at`` is ``T0 + version``."""
+    kwargs.setdefault("created_at", T0)
+    return make_clerk_user(user_id, updated_at=T0 + version, **kwargs)
+
+
+def newer(user: dict[str, Any], ms: int, **changes: Any) -> dict[str, Any]:
+    """The same Clerk user, edited ``ms`` later (earlier if negative)."""
+    return dict(user, updated_at=user["updated_at"] + ms, **changes)
+
+
+def legacy_user_doc(user_id: str, follower: Any) -> dict[str, Any]:
+    """A ``users`` document as written before this service: no version, no bookkeeping."""
+    return {
+        "clerkId": user_id,
+        "email": "old@example.com",
+        "firstName": "Old",
+        "lastName": "Name",
+        "username": "oldname",
+        "profilePicture": "",
+        "bio": "legacy bio",
+        "bannerImage": "",
+        "location": "Paris",
+        "followers": [follower],
+        "following": [],
+    }
+
+
+# -- the webhook route -------------------------------------------------------------------
+
+
+def deliver(client, event_type: str, data: dict[str, Any]) -> str:
+    """Post a correctly signed delivery; return the outcome the service answered."""
+    body, headers = signed_delivery(make_webhook_event(event_type, data))
+    response = client.post(WEBHOOK, data=body, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["outcome"]
+
+
+# -- assertions ------------------------------------------------------------------------------
+
+
+def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> None:
+    """The Clerk-owned fields of ``doc`` equal what ``data`` (a Clerk User) maps to."""
+    assert doc is not None, f"no document for {data['id']}"
+    expected = map_clerk_user(data)
+    assert doc["clerkId"] == expected.clerk_id
+    assert doc["email"] == expected.email
+    assert doc["firstName"] == expected.first_name
+    assert doc["lastName"] == expected.last_name
+    assert doc["username"] == expected.username
+    assert doc["usernameLower"] == expected.username.lower()
+    assert doc["usernameSource"] == expected.username_source.value
+    assert doc["profilePicture"] == expected.profile_picture
+    assert doc["clerkUpdatedAt"] == data["updated_at"]
+
+
+def one_line_error(result: Result) -> str:
+    """A CLI run that failed through click (no traceback) with exactly one ``Error:`` line;
+    returns that line."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+# -- the test database server ---------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(mongo_server, prefix: str = "t") -> Iterator[str]:
+    """The URI of a new database on the test server; the database is dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield mongo_server.uri(name)
+    finally:
+        try:
+            with MongoClient(mongo_server.uri("admin"), serverSelectionTimeoutMS=2000) as client:
+                client.drop_database(name)
+        except Exception:
+            pass  # the server may have been stopped by the test
+
+
+@contextmanager
+def database_down(mongo_server) -> Iterator[None]:
+    """The server process is gone: a request waits in server selection, then fails.
+    The server is session-scoped, so it is always brought back."""
+    mongo_server.kill()
+    try:
+        yield
+    finally:
+        mongo_server.start()
