@@ -21,6 +21,9 @@ sample-event: $(STAMP)  ## sign and post a user.created to the service started b
 	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL" \
 		--email ada@example.com --first-name Ada --last-name Lovelace
 
+bench: $(STAMP)  ## the service against the guide's few lines, side by side (ARGS="--quick" for a small run)
+	$(BIN)/python -m bench $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .clerk_api import ClerkAPI
-from .domain import Plan, map_clerk_user, plan_user
+from .domain import Outcome, Plan, map_clerk_user, plan_user
 from .store import UserStore
 
 
@@ -83,15 +83,26 @@ def _apply_page(store, page, report: ReconcileReport, run_id: str, seen: set[str
             report.created += plan is Plan.CREATE
             report.updated += plan is Plan.UPDATE
         return
-    outcomes = store.upsert_many_if_newer([user for _, user in todo])
+    # Users not stored locally are inserted (one command); the rest are guarded upserts.
+    creating = [i for i, (plan, _) in enumerate(todo) if plan is Plan.CREATE]
+    updating = [i for i, (plan, _) in enumerate(todo) if plan is not Plan.CREATE]
+    outcomes = [Outcome.APPLIED] * len(todo)
+    stamped: set[str] = set()  # inserted with this run's stamp already
+    inserted = store.insert_new([todo[i][1] for i in creating], {"reconcileRun": run_id})
+    for i, (outcome, fresh) in zip(creating, inserted, strict=True):
+        outcomes[i] = outcome
+        if fresh:
+            stamped.add(todo[i][1].clerk_id)
+    for i, outcome in zip(updating, store.upsert_many_if_newer([todo[i][1] for i in updating]), strict=True):
+        outcomes[i] = outcome
     for (plan, _), outcome in zip(todo, outcomes, strict=True):
-        if outcome.value != "applied":
+        if outcome is not Outcome.APPLIED:
             report.unchanged += 1
         elif plan is Plan.CREATE:
             report.created += 1
         else:
             report.updated += 1
-    store.mark_seen(ids, run_id)
+    store.mark_seen([i for i in ids if i not in stamped], run_id)
 
 
 def _delete_missing(store, clerk, report, run_id, started_ms, seen, force) -> None:

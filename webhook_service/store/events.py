@@ -26,6 +26,7 @@ from ..domain import Outcome
 from .mongo import EVENTS, ensure_indexes
 
 log = logging.getLogger(__name__)
+_DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,19 @@ class EventLog:
         db: Database,
         *,
         retention_days: float = 7.0,
-        flush_interval_s: float = 0.05,
+        flush_interval_s: float = 0.5,
+        batch_size: int = 50,
         max_batch: int = 500,
         max_buffer: int = 50_000,
     ) -> None:
+        """Records are written when ``batch_size`` of them wait, and at the latest after
+        ``flush_interval_s``: a busy service writes full batches (few commands per
+        delivery), a quiet one still writes within the interval."""
         self.collection = db[EVENTS]
         self._retention = timedelta(days=retention_days)
         self._interval = flush_interval_s
         self._max_batch = max_batch
+        self._batch_size = min(batch_size, max_batch)
         self._buffer: deque[EventRecord] = deque(maxlen=max_buffer)
         self._wake = threading.Condition()
         # Held while a batch is taken and written, so flush() returns only once every
@@ -73,7 +79,7 @@ class EventLog:
             self._buffer.append(record)
             if self._thread is None:
                 self._start_writer()
-            if len(self._buffer) >= self._max_batch:
+            if len(self._buffer) >= self._batch_size:
                 self._wake.notify()
 
     def flush(self) -> None:
@@ -137,12 +143,29 @@ class EventLog:
             # even on a database that has only ever seen non-user events.
             ensure_indexes(self.collection.database)
             self._indexes_ready = True
-        self.collection.bulk_write([self._operation(r) for r in batch], ordered=False)
+        # Most records are a delivery's first: a plain insert is the cheapest write. A
+        # redelivery's record exists already; the insert refuses it and the upsert merges it.
+        try:
+            self.collection.insert_many([self._document(r) for r in batch], ordered=False)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise  # the failed ones are requeued; on the next try they find their records
+            existing = sorted(e["index"] for e in errors)
+        try:
+            self.collection.bulk_write([self._operation(batch[i]) for i in existing], ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                error["index"] = existing[error["index"]]  # as positions in ``batch``
+            raise
+        except PyMongoError as exc:
+            # The inserts landed: only the upserts are to be retried.
+            unwritten = [{"index": i, "code": None, "errmsg": str(exc)} for i in existing]
+            raise BulkWriteError({"writeErrors": unwritten}) from exc
 
-    def _operation(self, record: EventRecord) -> UpdateOne:
-        """One upsert per record, as an update pipeline so that ``outcome`` keeps what
-        the deciding attempt did: only a record with no outcome yet, or a failed one,
-        takes the new outcome. A later redelivery shows up in ``lastOutcome``."""
+    def _latest(self, record: EventRecord) -> dict[str, Any]:
+        """The fields every attempt sets."""
         latest: dict[str, Any] = {
             "type": record.event_type,
             "userId": record.user_id,
@@ -153,7 +176,23 @@ class EventLog:
         }
         if record.payload is not None:
             latest["payload"] = record.payload
-        stage = {name: {"$literal": value} for name, value in latest.items()}
+        return latest
+
+    def _document(self, record: EventRecord) -> dict[str, Any]:
+        """A delivery's first record: what ``_operation`` makes when there is none yet."""
+        return {
+            "_id": record.delivery_id,
+            **self._latest(record),
+            "receivedAt": record.received_at,
+            "attempts": 1,
+            "outcome": record.outcome.value,
+        }
+
+    def _operation(self, record: EventRecord) -> UpdateOne:
+        """One upsert per record, as an update pipeline so that ``outcome`` keeps what
+        the deciding attempt did: only a record with no outcome yet, or a failed one,
+        takes the new outcome. A later redelivery shows up in ``lastOutcome``."""
+        stage = {name: {"$literal": value} for name, value in self._latest(record).items()}
         undecided = {"$in": [{"$ifNull": ["$outcome", Outcome.FAILED.value]}, [Outcome.FAILED.value]]}
         stage.update(
             receivedAt={"$ifNull": ["$receivedAt", {"$literal": record.received_at}]},

@@ -3,7 +3,7 @@
 Ordering is decided by the database, never read-then-write: an upsert's filter only
 matches a stored version that is not newer than the incoming one, so a stale write
 falls through to an insert that the unique ``clerkId`` index rejects. The common path,
-an update to an existing user, is one ``findAndModify``.
+an update to an existing user, is one ``update``.
 """
 
 from __future__ import annotations
@@ -101,12 +101,10 @@ class UserStore:
         with _unavailable_on_error():
             for _ in range(_USERNAME_ATTEMPTS):
                 try:
-                    before = self.users.find_one_and_update(
-                        self._newer_filter(user, delivery_id),
+                    written = self.users.update_one(
+                        self._newer_filter(user, delivery_id, checked_only=True),
                         self._update(user, username, delivery_id),
                         upsert=True,
-                        projection={"tombstonePending": 1},
-                        return_document=ReturnDocument.BEFORE,
                     )
                 except DuplicateKeyError as exc:
                     key = (exc.details or {}).get("keyPattern") or {}
@@ -124,9 +122,8 @@ class UserStore:
                     if outcome is None:
                         continue
                     return UpsertResult(outcome)
-                created = before is None
-                unchecked = created or before.get("tombstonePending")
-                if unchecked and self._settle_tombstone(user.clerk_id):
+                created = written.upserted_id is not None
+                if created and self._settle_tombstone(user.clerk_id):
                     return UpsertResult(Outcome.STALE)
                 return UpsertResult(Outcome.APPLIED, created=created)
         raise UsernameConflict(f"write for {user.clerk_id} still contested after retries")
@@ -198,6 +195,47 @@ class UserStore:
                     outcomes[i] = Outcome.STALE if users[i].clerk_id in gone else Outcome.APPLIED
         return outcomes
 
+    def insert_new(self, users: list[LocalUser], stamp: dict[str, Any]) -> list[tuple[Outcome, bool]]:
+        """Insert users not stored locally (reconcile's backfill) in one command, the
+        cheapest write there is, each with the ``stamp`` fields added. A user that
+        appeared meanwhile (a webhook landed) or whose username is taken goes through
+        ``upsert_if_newer`` instead. Returns, per user, the outcome and whether this call
+        inserted (and so stamped) it.
+
+        As after every insert, tombstones are checked once the documents have landed, and
+        an id deleted meanwhile is removed again (stale). The documents carry no
+        ``tombstonePending`` mark: it lets a later write to the same user finish an
+        interrupted check, but no later write comes for a user deleted in Clerk; an
+        interrupted reconcile is rerun, and the rerun deletes users Clerk no longer has.
+        """
+        if not users:
+            return []
+        self.ensure_indexes()
+        documents = []
+        for user in users:
+            update = self._update(user, user.username, None)
+            document = {**update["$set"], **update["$setOnInsert"], **stamp}
+            del document["tombstonePending"]
+            documents.append(document)
+        results = [(Outcome.APPLIED, True)] * len(users)
+        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+            try:
+                self.users.insert_many(documents, ordered=False)
+            except BulkWriteError as exc:
+                for error in exc.details.get("writeErrors", []):
+                    if error.get("code") != 11000:
+                        raise StoreUnavailable(f"bulk insert failed: {error.get('errmsg')}") from exc
+                    index = error["index"]
+                    results[index] = (self.upsert_if_newer(users[index]).outcome, False)
+            inserted = [u.clerk_id for u, (_, fresh) in zip(users, results, strict=True) if fresh]
+            gone = self.deleted_among(inserted) if inserted else set()
+            if gone:
+                self.users.delete_many({"clerkId": {"$in": list(gone)}})
+        return [
+            (Outcome.STALE, True) if fresh and user.clerk_id in gone else (outcome, fresh)
+            for user, (outcome, fresh) in zip(users, results, strict=True)
+        ]
+
     def versions(self, clerk_ids: list[str]) -> dict[str, int]:
         """The stored Clerk version of each id that exists locally (-1 for legacy docs)."""
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
@@ -210,6 +248,8 @@ class UserStore:
 
     def mark_seen(self, clerk_ids: list[str], run_id: str) -> None:
         """Stamp users that Clerk listed in this reconcile run (a single command per page)."""
+        if not clerk_ids:
+            return
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
 
@@ -230,13 +270,20 @@ class UserStore:
     # -- internals -------------------------------------------------------------
 
     @staticmethod
-    def _newer_filter(user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
+    def _newer_filter(
+        user: LocalUser, delivery_id: str | None, *, checked_only: bool = False
+    ) -> dict[str, Any]:
+        """Matches the stored user if ``user`` may replace it. ``checked_only`` also refuses
+        a document whose tombstone check is unfinished, so a plain update (which does not
+        return the document) never skips that check: the refusal lands in _why_not_applied."""
         query: dict[str, Any] = {
             "clerkId": user.clerk_id,
             "clerkUpdatedAt": {"$lte": user.clerk_updated_at},
         }
         if delivery_id is not None:
             query["lastDeliveryId"] = {"$ne": delivery_id}
+        if checked_only:
+            query["tombstonePending"] = {"$exists": False}
         return query
 
     def _update(self, user: LocalUser, username: str, delivery_id: str | None) -> dict[str, Any]:
@@ -260,11 +307,11 @@ class UserStore:
         )
         if doc is None:
             return None
-        if doc.get("tombstonePending") and self._settle_tombstone(user.clerk_id):
-            # An earlier attempt inserted the document and died before its tombstone
-            # check (e.g. a killed worker); Svix's redelivery finishes the check, or a
-            # deleted user would stay resurrected.
-            return Outcome.STALE
+        if doc.get("tombstonePending"):
+            # An earlier attempt inserted the document and has not finished (or died
+            # before) its tombstone check, e.g. a killed worker; finish it here, or a
+            # deleted user would stay resurrected. Then the write can be tried again.
+            return Outcome.STALE if self._settle_tombstone(user.clerk_id) else None
         if "clerkUpdatedAt" not in doc:
             # A document written before this service (e.g. by the old login hook):
             # adopt it as the oldest version so Clerk's data can take over.
@@ -275,6 +322,10 @@ class UserStore:
             return None
         if delivery_id is not None and doc.get("lastDeliveryId") == delivery_id:
             return Outcome.DUPLICATE
+        if doc["clerkUpdatedAt"] <= user.clerk_updated_at:
+            # Not newer, so the filter refused the write for a reason gone by now: another
+            # writer finished the document's tombstone check in between. Try again.
+            return None
         return Outcome.STALE
 
     def _username_holder(self, username: str) -> dict[str, Any] | None:

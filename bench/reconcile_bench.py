@@ -1,0 +1,87 @@
+"""Reconcile: ``python -m webhook_service reconcile`` against a fake Clerk with many users.
+
+Both commands run as subprocesses into an empty database of their own (a first
+backfill: every user is created), against the same FakeClerkAPI and its pages of 500.
+Measured: wall time, users per second, the command's peak RSS and CPU time (``wait4``
+in ``bench/rusage.py``), and the commands the database server ran. The baseline
+(``bench/baseline_reconcile.py``) upserts one user at a time; on a slow server it may
+be given fewer users (``--reconcile-baseline-users``), so compare users per second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.servers import TestDatabase, log
+from tests.fake_clerk import FakeClerkAPI, make_users
+from tests.processes import REPO_ROOT
+from tests.signing import TEST_SECRET
+
+
+def _run(argv: list[str], env: dict[str, str], database: TestDatabase) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
+        out, err, usage = Path(tmp, "out"), Path(tmp, "err"), Path(tmp, "usage.json")
+        commands_before = database.commands()
+        began = time.perf_counter()
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            code = subprocess.call(
+                [sys.executable, "-m", "bench.rusage", str(usage), *argv],
+                cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        wall = time.perf_counter() - began
+        commands = database.commands() - commands_before - 1
+        if code != 0:
+            raise RuntimeError(f"{argv} exited {code}:\n{err.read_text()[-3000:]}")
+        figures = json.loads(usage.read_text())
+        return {
+            "wall_s": round(wall, 2),
+            "peak_rss_mb": round(figures["peak_rss_kb"] / 1024, 1),
+            "cpu_s": round(figures["cpu_s"], 2),
+            "db_commands": commands,
+            "output": out.read_text().strip().splitlines()[-1:],
+        }
+
+
+def run(database: TestDatabase, *, users: int, baseline_users: int) -> dict[str, Any]:
+    log(f"reconcile: building {users} fake Clerk users")
+    with FakeClerkAPI(users=make_users(users, seed="bench")) as fake:
+        base_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "MONGODB_", "PROMETHEUS_"))
+        }
+        base_env.update(
+            CLERK_WEBHOOK_SIGNING_SECRET=TEST_SECRET, CLERK_SECRET_KEY=fake.secret_key, CLERK_API_URL=fake.url
+        )
+        results: dict[str, Any] = {"users": users}
+        for name, argv, count in (
+            ("service", [sys.executable, "-m", "webhook_service", "reconcile"], users),
+            (
+                "baseline",
+                [sys.executable, "-m", "bench.baseline_reconcile", str(baseline_users)],
+                baseline_users,
+            ),
+        ):
+            uri, db = database.new_database(f"reconcile_{name}")
+            if name == "baseline":
+                from webhook_service.store import ensure_indexes
+
+                ensure_indexes(db)  # the service creates its own on first write
+            log(f"reconcile: {name}, {count} users")
+            figures = _run(argv, dict(base_env, MONGODB_URI=uri), database)
+            stored = db["users"].count_documents({})
+            if stored != count:
+                raise RuntimeError(f"reconcile {name}: {stored} users stored, expected {count}")
+            figures.update(
+                users=count,
+                users_per_s=round(count / figures["wall_s"], 1),
+                db_cmds_per_user=round(figures["db_commands"] / count, 4),
+            )
+            results[name] = figures
+            log(f"reconcile {name}: {figures}")
+    return results

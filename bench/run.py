@@ -1,0 +1,152 @@
+"""Run the benchmarks and report service/baseline ratios.
+
+    python -m bench                  # the full run (make bench)
+    python -m bench --quick          # a small one, about two minutes
+    python -m bench --only ingest --backends mongomock --events 5000
+
+Prints a table, writes it with every raw figure to bench/results.json (``--results``),
+and, when that file already exists, prints the change against it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import ingest, procstat, profile, reconcile_bench, report, sync_bench
+from bench.servers import TestDatabase, log
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
+PROFILE_DIR = Path(__file__).resolve().parent / "out"
+QUICK = {
+    "events": 2000,
+    "rounds": 2,
+    "reconcile_users": 10_000,
+    "reconcile_baseline_users": 2000,
+    "sync_requests": 100,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: " + ", ".join(f"{k}={v}" for k, v in QUICK.items())
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="deliveries per round (N)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (C)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per app and database")
+    parser.add_argument(
+        "--update-events", type=int, default=None, help="deliveries in the update-only round (default N/4)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gunicorn workers on a server (WEB_CONCURRENCY)"
+    )
+    parser.add_argument(
+        "--mock-workers",
+        type=int,
+        default=1,
+        help="gunicorn workers on mongomock (each worker has its own in-memory database)",
+    )
+    parser.add_argument(
+        "--backends", default="secantus,mongomock", help="databases for ingest, comma-separated"
+    )
+    parser.add_argument("--reconcile-users", type=int, default=100_000, help="users the fake Clerk serves")
+    parser.add_argument(
+        "--reconcile-baseline-users",
+        type=int,
+        default=5_000,
+        help="users the one-at-a-time baseline upserts (compare users/s)",
+    )
+    parser.add_argument("--sync-requests", type=int, default=400, help="POST /api/users/sync calls")
+    parser.add_argument("--only", default="ingest,reconcile,sync", help="parts to run, comma-separated")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the results")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="add an update-only round per app under py-spy (pip install py-spy) and split "
+        "CPU per delivery by category; raw samples go to bench/out/",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        given = {a.lstrip("-").replace("-", "_").split("=")[0] for a in (argv or sys.argv[1:])}
+        for key, value in QUICK.items():
+            if key not in given:
+                setattr(args, key, value)
+    args.reconcile_baseline_users = min(args.reconcile_baseline_users, args.reconcile_users)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so gunicorn and the database server are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    parts = set(args.only.split(","))
+    if args.profile and not profile.py_spy():
+        raise SystemExit("--profile needs py-spy on PATH: pip install py-spy")
+    backends = [b for b in args.backends.split(",") if b]
+    if unknown := set(backends) - {"secantus", "mongomock"}:
+        raise SystemExit(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "cores": os.cpu_count(),
+            "cpu": procstat.cpu_model(),
+            "python": platform.python_version(),
+            "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        }
+    }
+    began = time.monotonic()
+    database = TestDatabase()
+    try:
+        results["meta"]["database"] = f"{database.name} (reports MongoDB {database.version()})"
+        if "ingest" in parts:
+            results["ingest"] = {}
+            for backend in backends:
+                section = ingest.run(
+                    backend,
+                    events=args.events,
+                    concurrency=args.concurrency,
+                    rounds=args.rounds,
+                    workers=args.workers if backend != "mongomock" else args.mock_workers,
+                    database=database if backend != "mongomock" else None,
+                    update_events=args.update_events,
+                    profile_dir=PROFILE_DIR if args.profile else None,
+                )
+                section["database"] = (
+                    results["meta"]["database"]
+                    if backend != "mongomock"
+                    else "mongomock (in each worker; indexed lookups, see bench/mockdb.py)"
+                )
+                section["summary"] = report.summarize_ingest(section)
+                results["ingest"][backend] = section
+        if "reconcile" in parts:
+            results["reconcile"] = reconcile_bench.run(
+                database, users=args.reconcile_users, baseline_users=args.reconcile_baseline_users
+            )
+        if "sync" in parts:
+            results["sync"] = sync_bench.run(database, requests=args.sync_requests)
+    finally:
+        database.close()
+    results["meta"]["duration_s"] = round(time.monotonic() - began, 1)
+    results["targets"] = report.targets(results)
+    if args.results.exists():
+        try:
+            print(report.changes(json.loads(args.results.read_text()), results))
+            print()
+        except (ValueError, KeyError, TypeError) as exc:
+            log(f"cannot compare with {args.results}: {exc!r}")
+    print(report.table(results))
+    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"results written to {args.results} ({results['meta']['duration_s']} s)")
+    return 0

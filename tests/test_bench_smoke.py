@@ -1,0 +1,79 @@
+"""The benchmark harness runs end to end (``make bench``), at a tiny size.
+
+Checks that every part runs and reports, and that the work really happened: every
+delivery answered 200 for both apps, the service's documents match Clerk's final state,
+the reconcile stored every user. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import report
+from tests.processes import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--events", "60", "--rounds", "1", "--update-events", "12", "--concurrency", "4",
+    "--reconcile-users", "600", "--reconcile-baseline-users", "100", "--sync-requests", "6",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("bench") / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *TINY, "--results", str(results)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(results.read_text())
+
+
+def test_both_apps_take_every_delivery_on_both_databases(run):
+    _, results = run
+    assert set(results["ingest"]) == {"secantus", "mongomock"}
+    for backend, section in results["ingest"].items():
+        rounds = {(r["app"], r["kind"]): r for r in section["results"]}
+        assert set(rounds) == {(a, k) for a in ("service", "baseline") for k in ("mixed", "updates")}, backend
+        for r in rounds.values():
+            assert r["statuses"] == {"200": r["events"]}, (backend, r)
+            assert r["cpu_us_per_event"] > 0
+        assert sum(rounds[("service", "mixed")]["outcomes"].values()) == 60
+        assert rounds[("service", "updates")]["outcomes"] == {"applied": 12}
+
+
+def test_the_service_leaves_every_user_as_clerk_has_it(run):
+    _, results = run
+    for r in results["ingest"]["secantus"]["results"]:
+        if r["app"] == "service":
+            assert r["wrong_state"] == 0, r["wrong_examples"]
+        assert r["db_cmds_per_event"] >= 1
+
+
+def test_reconcile_and_sync_report_their_figures(run):
+    _, results = run
+    reconcile = results["reconcile"]
+    assert (reconcile["service"]["users"], reconcile["baseline"]["users"]) == (600, 100)
+    assert reconcile["service"]["peak_rss_mb"] > 0
+    assert results["sync"]["end_to_end"]["requests"] == 6
+    assert set(results["sync"]["parts"]) == {"jwt_verify", "clerk_get_user", "db_upsert_and_read"}
+
+
+def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
+    stdout, results = run
+    assert "Targets:" in stdout
+    names = [t["target"] for t in results["targets"]]
+    # CPU and deliveries/s on each database, commands per delivery on the server, reconcile x2
+    assert len(names) == 7
+    assert all(t["met"] in (True, False) for t in results["targets"])
+    change = report.changes(results, results)
+    assert "Change against the previous run" in change and "(+0%" in change
