@@ -46,7 +46,8 @@ def test_both_apps_take_every_delivery_on_both_databases(run):
         assert set(rounds) == {(a, k) for a in ("service", "baseline") for k in ("mixed", "updates")}, backend
         for r in rounds.values():
             assert r["statuses"] == {"200": r["events"]}, (backend, r)
-            assert r["cpu_us_per_event"] > 0
+            # Measured from /proc in 10 ms clock ticks: a tiny round can round down to 0.
+            assert isinstance(r["cpu_us_per_event"], float) and r["cpu_us_per_event"] >= 0
         assert sum(rounds[("service", "mixed")]["outcomes"].values()) == 60
         assert rounds[("service", "updates")]["outcomes"] == {"applied": 12}
 
