@@ -7,8 +7,9 @@ commands the database server ran, per delivery. On a server, the users' final do
 are then compared with what Clerk holds, for both apps.
 
 The order alternates (service first in odd rounds, baseline first in even ones), so a
-database that slows as it grows, or a neighbour's load, hits both alike. A last round
-sends only updates to users that exist: the path the commands-per-delivery target is about.
+database that slows as it grows, or a neighbour's load, hits both alike. After its mixed
+stream, each app gets N/4 updates to users that now exist, alone: the common path, and
+the one the commands-per-delivery target is about.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def run(
                 workload.sign(stream, TEST_SECRET, datetime.now(UTC)),
                 concurrency=concurrency,
             )
+        count = update_events or max(1, events // 4)
         for number in range(1, rounds + 1):
             order = APP_NAMES if number % 2 else APP_NAMES[::-1]
             for name in order:
@@ -173,23 +175,21 @@ def run(
                     f"{result.cpu_us_per_event} us CPU/ev, {result.db_cmds_per_event} cmds/ev, "
                     f"p50 {result.p50_ms} ms, wrong {result.wrong_state}, {result.outcomes}"
                 )
-        count = update_events or max(1, events // 4)
-        for name in APP_NAMES:
-            stream = workload.update_stream(last_stream[name], count)
-            result = run_round(
-                apps[name],
-                stream,
-                number=0,
-                kind="updates",
-                concurrency=concurrency,
-                database=database,
-                db=db,
-            )
-            results.append(result)
-            log(
-                f"{backend} updates {name}: {result.events_per_s} ev/s, {result.cpu_us_per_event} us CPU/ev, "
-                f"{result.db_cmds_per_event} cmds/ev, {result.outcomes}"
-            )
+                # Then only updates to users that now exist: the common path on its own.
+                result = run_round(
+                    apps[name],
+                    workload.update_stream(stream, count),
+                    number=number,
+                    kind="updates",
+                    concurrency=concurrency,
+                    database=database,
+                    db=db,
+                )
+                results.append(result)
+                log(
+                    f"{backend} round {number} {name} updates: {result.events_per_s} ev/s, "
+                    f"{result.cpu_us_per_event} us CPU/ev, {result.db_cmds_per_event} cmds/ev"
+                )
         profiles = {}
         for name in APP_NAMES if profile_dir is not None else ():
             stream = workload.update_stream(last_stream[name], count)

@@ -135,26 +135,28 @@ def table(results: dict[str, Any]) -> str:
         ]
         for kind, title in (("mixed", "mixed stream"), ("updates", "update of an existing user only")):
             lines.append(
-                f"  {title}" + (f" ({section['update_events']} deliveries)" if kind == "updates" else "")
+                f"  {title}"
+                + (f" ({section['update_events']} deliveries per round)" if kind == "updates" else "")
             )
             for key, label, _ in INGEST_METRICS:
                 m = summary[kind][key]
                 if m["service"] is None and m["baseline"] is None:
                     continue
                 ratios = " / ".join(_fmt(m[k]) for k in ("ratio_min", "ratio_median", "ratio_max"))
-                if kind == "updates":
-                    ratios = _fmt(m["ratio_median"])
                 lines.append(f"    {label:<24}{_fmt(m['service']):>10}{_fmt(m['baseline']):>10}   {ratios}")
     for backend, section in results.get("ingest", {}).items():
         if section.get("profile"):
+            service, baseline = section["profile"].get("service", {}), section["profile"].get("baseline", {})
+            width = max(map(len, service), default=0) + 2
             lines += [
                 "",
                 f"Where the CPU goes, update of an existing user ({backend}; py-spy, us/delivery):",
-                f"{'':38}{'service':>10}{'baseline':>10}",
+                f"    {'':<{width}}{'service':>10}{'baseline':>10}",
             ]
-            service, baseline = section["profile"].get("service", {}), section["profile"].get("baseline", {})
             for name in service:
-                lines.append(f"    {name:<34}{_fmt(service.get(name)):>10}{_fmt(baseline.get(name)):>10}")
+                lines.append(
+                    f"    {name:<{width}}{_fmt(service.get(name)):>10}{_fmt(baseline.get(name)):>10}"
+                )
     reconcile = results.get("reconcile")
     if reconcile:
         lines += [
