@@ -446,6 +446,41 @@ def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
     assert {t["_id"] for t in store.tombstones.find({})} == set(deleted)
 
 
+
+def test_update_racing_its_own_create_is_applied_not_stale(store):
+    """Regression: an update refused only because its create had not yet finished the
+    tombstone check was reported stale (and lost) when the check finished in between."""
+    pairs, per_pair = 8, 50
+    ids = [[new_id() for _ in range(per_pair)] for _ in range(pairs)]
+    update_outcomes: dict[str, Outcome] = {}
+    errors: list[BaseException] = []
+
+    def run(users: list[str], version: int, barrier: threading.Barrier) -> None:
+        try:
+            for uid in users:
+                barrier.wait(timeout=30)  # create and update of one user start together
+                outcome = upsert(store, clerk_user(uid, version, first_name=f"v{version}"))
+                if version == 1:
+                    update_outcomes[uid] = outcome
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = []
+    for users in ids:
+        barrier = threading.Barrier(2)
+        threads += [threading.Thread(target=run, args=(users, v, barrier)) for v in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert set(update_outcomes.values()) == {Outcome.APPLIED}
+    docs = users_by_clerk_id(store)
+    for uid in itertools.chain.from_iterable(ids):
+        assert_matches_clerk(docs[uid], clerk_user(uid, 1, first_name="v1"))
+        assert "tombstonePending" not in docs[uid]
+
 # -- the event log ------------------------------------------------------------------------
 
 
