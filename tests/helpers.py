@@ -77,6 +77,14 @@ def deliver(client, event_type: str, data: dict[str, Any]) -> str:
 
 # -- assertions ------------------------------------------------------------------------------
 
+# Every field of a user document the service writes, and nothing else (reconcile adds
+# ``reconcileRun``): no bookkeeping is left behind on a document.
+USER_DOC_FIELDS = frozenset(
+    ("_id", "clerkId", "email", "firstName", "lastName", "username", "profilePicture")
+    + ("usernameLower", "usernameSource", "clerkUpdatedAt", "lastDeliveryId", "updatedAt", "createdAt")
+    + ("bannerImage", "bio", "location", "followers", "following")
+)
+
 
 def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> None:
     """The Clerk-owned fields of ``doc`` equal what ``data`` (a Clerk User) maps to."""

@@ -21,6 +21,7 @@ import pytest
 from bson import ObjectId
 
 from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.helpers import USER_DOC_FIELDS
 from tests.mongomock_compat import patched_bulk_write
 from webhook_service.deliveries import DeliveryHandler, apply_user_event
 from webhook_service.domain import Outcome, disambiguated_username, map_clerk_user, parse_event
@@ -172,7 +173,7 @@ def test_created_then_updated_applies_clerk_fields_and_app_defaults(handler, moc
     assert doc["bannerImage"] == "" and doc["bio"] == "" and doc["location"] == ""
     assert doc["followers"] == [] and doc["following"] == []
     assert doc["clerkUpdatedAt"] == T0
-    assert "tombstonePending" not in doc
+    assert set(doc) == USER_DOC_FIELDS
     created_at = doc["createdAt"]
 
     updated = clerk_user(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.helpers import assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
+from tests.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
 from webhook_service.domain import (
     Outcome,
     disambiguated_username,
@@ -69,7 +69,7 @@ def test_create_writes_clerk_fields_and_app_owned_defaults(store):
     assert doc["bio"] == "" and doc["bannerImage"] == "" and doc["location"] == ""
     assert doc["followers"] == [] and doc["following"] == []
     assert doc["createdAt"] == doc["updatedAt"]
-    assert "tombstonePending" not in doc
+    assert set(doc) == USER_DOC_FIELDS
     assert isinstance(doc["_id"], ObjectId)
 
 
@@ -194,6 +194,34 @@ def test_delete_of_unknown_id_blocks_a_later_create(store):
     result = store.upsert_if_newer(map_clerk_user(clerk_user(uid, 1)), msg_id())
     assert result.outcome is Outcome.STALE and not result.created
     assert store.users.count_documents({"clerkId": uid}) == 0
+
+
+def _insert_without_tombstone_check(store: UserStore, data: dict[str, Any], delivery_id: str) -> ObjectId:
+    """The document an insert leaves when its worker is killed before the tombstone check."""
+    user = map_clerk_user(data)
+    update = store._update(user, user.username, delivery_id)
+    return store.users.insert_one({**update["$set"], **update["$setOnInsert"]}).inserted_id
+
+
+@pytest.mark.parametrize("newer_write_first", [False, True], ids=["retry-next", "newer-update-first"])
+def test_retry_of_a_killed_insert_removes_a_deleted_user_it_brought_back(store, newer_write_first):
+    """The deletion was applied first; the creation's insert landed but its worker died
+    before checking for the tombstone. Svix redelivers the unanswered creation: whether it
+    comes next or after a newer update, the user ends deleted and no one follows the ghost."""
+    uid, follower = new_id(), new_id()
+    assert upsert(store, clerk_user(follower, 1)) is Outcome.APPLIED
+    assert store.delete(uid, msg_id()) is Outcome.DELETED
+    created, created_msg = clerk_user(uid, 1), msg_id()
+    ghost = _insert_without_tombstone_check(store, created, created_msg)
+    store.users.update_one({"clerkId": follower}, {"$push": {"following": ghost}})
+    if newer_write_first:
+        assert upsert(store, clerk_user(uid, 2)) is Outcome.APPLIED  # updates run no check
+
+    assert upsert(store, created, created_msg) is Outcome.STALE
+
+    assert store.get(uid) is None
+    assert store.get(follower)["following"] == []
+    assert store.is_deleted(uid)
 
 
 # -- documents written before this service ---------------------------------------------
@@ -411,7 +439,7 @@ def test_concurrent_shuffled_duplicated_updates_converge_to_newest(store):
     for uid in ids:
         assert_matches_clerk(docs[uid], versions[uid][-1])
         assert docs[uid]["lastDeliveryId"] in {d for d, data in deliveries if data is versions[uid][-1]}
-        assert "tombstonePending" not in docs[uid]
+        assert set(docs[uid]) == USER_DOC_FIELDS
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -479,7 +507,7 @@ def test_update_racing_its_own_create_is_applied_not_stale(store):
     docs = users_by_clerk_id(store)
     for uid in itertools.chain.from_iterable(ids):
         assert_matches_clerk(docs[uid], clerk_user(uid, 1, first_name="v1"))
-        assert "tombstonePending" not in docs[uid]
+        assert set(docs[uid]) == USER_DOC_FIELDS
 
 # -- the event log ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from tests.helpers import USER_DOC_FIELDS
 from tests.processes import GunicornService
 from tests.signing import signed_headers
 from webhook_service.domain import disambiguated_username, fallback_username
@@ -467,8 +468,8 @@ def _document_problems(user: ClerkUser, doc: dict[str, Any], contested: set[str]
         )
     if doc.get("usernameLower") != (doc.get("username") or "").lower():
         problems.append(f"usernameLower {doc.get('usernameLower')!r} does not match username")
-    if "tombstonePending" in doc:
-        problems.append("tombstonePending left on the document")
+    if set(doc) - USER_DOC_FIELDS:
+        problems.append(f"unexpected fields {sorted(set(doc) - USER_DOC_FIELDS)}")
     return problems
 
 

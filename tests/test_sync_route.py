@@ -21,7 +21,7 @@ from tests.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, inst
 SYNC = "/api/users/sync"
 PARTIES = (DEFAULT_AZP,)
 APP_OWNED_DEFAULTS = {"bannerImage": "", "bio": "", "location": "", "followers": [], "following": []}
-BOOKKEEPING = ("clerkUpdatedAt", "lastDeliveryId", "usernameLower", "usernameSource", "tombstonePending")
+BOOKKEEPING = ("clerkUpdatedAt", "lastDeliveryId", "usernameLower", "usernameSource")
 
 
 # -- fixtures -----------------------------------------------------------------------

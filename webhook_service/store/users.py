@@ -3,7 +3,8 @@
 Ordering is decided by the database, never read-then-write: an upsert's filter only
 matches a stored version that is not newer than the incoming one, so a stale write
 falls through to an insert that the unique ``clerkId`` index rejects. The common path,
-an update to an existing user, is one ``update``.
+an update to an existing user, is one ``update``; a first insert adds one tombstone read,
+and a refused write one read.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class UserStore:
             for _ in range(_USERNAME_ATTEMPTS):
                 try:
                     written = self.users.update_one(
-                        self._newer_filter(user, delivery_id, checked_only=True),
+                        self._newer_filter(user, delivery_id),
                         self._update(user, username, delivery_id),
                         upsert=True,
                     )
@@ -123,7 +124,9 @@ class UserStore:
                         continue
                     return UpsertResult(outcome)
                 created = written.upserted_id is not None
-                if created and self._settle_tombstone(user.clerk_id):
+                if created and self.is_deleted(user.clerk_id):
+                    # The id was deleted before the insert landed: undo it.
+                    self.users.delete_many({"clerkId": user.clerk_id})
                     return UpsertResult(Outcome.STALE)
                 return UpsertResult(Outcome.APPLIED, created=created)
         raise UsernameConflict(f"write for {user.clerk_id} still contested after retries")
@@ -187,10 +190,6 @@ class UserStore:
                 gone = {t["_id"] for t in self.tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
                 if gone:
                     self.users.delete_many({"clerkId": {"$in": list(gone)}})
-                self.users.update_many(
-                    {"clerkId": {"$in": ids}, "tombstonePending": True},
-                    {"$unset": {"tombstonePending": ""}},
-                )
                 for i in created:
                     outcomes[i] = Outcome.STALE if users[i].clerk_id in gone else Outcome.APPLIED
         return outcomes
@@ -203,10 +202,8 @@ class UserStore:
         inserted (and so stamped) it.
 
         As after every insert, tombstones are checked once the documents have landed, and
-        an id deleted meanwhile is removed again (stale). The documents carry no
-        ``tombstonePending`` mark: it lets a later write to the same user finish an
-        interrupted check, but no later write comes for a user deleted in Clerk; an
-        interrupted reconcile is rerun, and the rerun deletes users Clerk no longer has.
+        an id deleted meanwhile is removed again (stale). If reconcile is interrupted
+        between the two, it is rerun, and the rerun deletes users Clerk no longer has.
         """
         if not users:
             return []
@@ -214,9 +211,7 @@ class UserStore:
         documents = []
         for user in users:
             update = self._update(user, user.username, None)
-            document = {**update["$set"], **update["$setOnInsert"], **stamp}
-            del document["tombstonePending"]
-            documents.append(document)
+            documents.append({**update["$set"], **update["$setOnInsert"], **stamp})
         results = [(Outcome.APPLIED, True)] * len(users)
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             try:
@@ -270,20 +265,14 @@ class UserStore:
     # -- internals -------------------------------------------------------------
 
     @staticmethod
-    def _newer_filter(
-        user: LocalUser, delivery_id: str | None, *, checked_only: bool = False
-    ) -> dict[str, Any]:
-        """Matches the stored user if ``user`` may replace it. ``checked_only`` also refuses
-        a document whose tombstone check is unfinished, so a plain update (which does not
-        return the document) never skips that check: the refusal lands in _why_not_applied."""
+    def _newer_filter(user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
+        """Matches the stored user if ``user`` may replace it."""
         query: dict[str, Any] = {
             "clerkId": user.clerk_id,
             "clerkUpdatedAt": {"$lte": user.clerk_updated_at},
         }
         if delivery_id is not None:
             query["lastDeliveryId"] = {"$ne": delivery_id}
-        if checked_only:
-            query["tombstonePending"] = {"$exists": False}
         return query
 
     def _update(self, user: LocalUser, username: str, delivery_id: str | None) -> dict[str, Any]:
@@ -297,21 +286,24 @@ class UserStore:
             lastDeliveryId=delivery_id,
             updatedAt=now,
         )
-        on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now, tombstonePending=True)
+        on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now)
         return {"$set": fields, "$setOnInsert": on_insert}
 
     def _why_not_applied(self, user: LocalUser, delivery_id: str | None) -> Outcome | None:
-        """Classify an upsert the filter refused; None means it is worth trying again."""
-        doc = self.users.find_one(
-            {"clerkId": user.clerk_id}, {"clerkUpdatedAt": 1, "lastDeliveryId": 1, "tombstonePending": 1}
-        )
+        """Classify an upsert the filter refused; None means it is worth trying again.
+
+        A deleted id's document is removed here. It exists only if an insert landed and
+        its worker died before the tombstone check: Svix redelivers that unanswered
+        delivery, the filter refuses it (same delivery, or older than a later write), and
+        the check is made here, in the same read that classifies the refusal.
+        """
+        doc = self._stored_version(user.clerk_id)
         if doc is None:
             return None
-        if doc.get("tombstonePending"):
-            # An earlier attempt inserted the document and has not finished (or died
-            # before) its tombstone check, e.g. a killed worker; finish it here, or a
-            # deleted user would stay resurrected. Then the write can be tried again.
-            return Outcome.STALE if self._settle_tombstone(user.clerk_id) else None
+        if doc["tombstone"]:
+            self.users.delete_many({"clerkId": user.clerk_id})
+            self._pull_follow_references([doc["_id"]])
+            return Outcome.STALE
         if "clerkUpdatedAt" not in doc:
             # A document written before this service (e.g. by the old login hook):
             # adopt it as the oldest version so Clerk's data can take over.
@@ -323,10 +315,29 @@ class UserStore:
         if delivery_id is not None and doc.get("lastDeliveryId") == delivery_id:
             return Outcome.DUPLICATE
         if doc["clerkUpdatedAt"] <= user.clerk_updated_at:
-            # Not newer, so the filter refused the write for a reason gone by now: another
-            # writer finished the document's tombstone check in between. Try again.
+            # Not newer: when the write was tried there was no document, and another
+            # writer's insert of the same user won the unique index. Try again.
             return None
         return Outcome.STALE
+
+    def _stored_version(self, clerk_id: str) -> dict[str, Any] | None:
+        """The stored version of a user and its tombstone (a list, empty if none), in one read."""
+        docs = self.users.aggregate(
+            [
+                {"$match": {"clerkId": clerk_id}},
+                {"$limit": 1},
+                {
+                    "$lookup": {
+                        "from": TOMBSTONES,
+                        "localField": "clerkId",
+                        "foreignField": "_id",
+                        "as": "tombstone",
+                    }
+                },
+                {"$project": {"clerkUpdatedAt": 1, "lastDeliveryId": 1, "tombstone._id": 1}},
+            ]
+        )
+        return next(docs, None)
 
     def _username_holder(self, username: str) -> dict[str, Any] | None:
         return self.users.find_one(
@@ -350,14 +361,6 @@ class UserStore:
         except DuplicateKeyError as exc:
             raise UsernameConflict(f"cannot move {holder['clerkId']} off {username!r}") from exc
         return username
-
-    def _settle_tombstone(self, clerk_id: str) -> bool:
-        """After an insert: undo it if the id was deleted, else mark it checked."""
-        if self.tombstones.find_one({"_id": clerk_id}, {"_id": 1}) is not None:
-            self.users.delete_many({"clerkId": clerk_id})
-            return True
-        self.users.update_one({"clerkId": clerk_id}, {"$unset": {"tombstonePending": ""}})
-        return False
 
     def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
         if not object_ids:
