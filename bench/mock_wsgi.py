@@ -39,4 +39,9 @@ def service() -> Flask:
 def baseline() -> Flask:
     from bench.baseline_app import create_app
 
-    return create_app(db=_database())
+    db = _database()
+    # Its upsert by clerkId needs this index, as on a server. The service's other indexes
+    # are left out: mongomock checks a partial unique index the baseline's documents
+    # lack by a full scan on every write, which no server does.
+    db.users.create_index("clerkId", unique=True)
+    return create_app(db=db)

@@ -13,6 +13,9 @@ is active:
   ``filter_applies`` to each. The maps may hold stale entries but miss none for the
   operations the service and the baseline use: they are updated on every insert and
   after every in-place update (array fields index each element);
+* an ``aggregate`` that starts with ``$match`` (the store's classifying read) reads only
+  the documents that ``$match`` finds, where stock mongomock copies the whole collection
+  first; ``$lookup`` already runs a ``find`` per document;
 * TTL expiry is off (nothing in a benchmark run is old enough to expire).
 
 Everything else is mongomock as the tests use it (``tests.mongomock_compat``).
@@ -26,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from bson import ObjectId
+from mongomock import aggregate
 from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 from mongomock.store import CollectionStore
@@ -95,8 +99,9 @@ def _install() -> list[tuple[type, str, Any]]:
         (CollectionStore, "_remove_expired_documents", CollectionStore._remove_expired_documents),
         (Collection, "_iter_documents", Collection._iter_documents),
         (Collection, "_apply_update_document", Collection._apply_update_document),
+        (Collection, "aggregate", Collection.aggregate),
     ]
-    set_item, _, iter_documents, apply_update = (o[2] for o in originals)
+    set_item, _, iter_documents, apply_update, run_aggregate = (o[2] for o in originals)
 
     def store_setitem(self: CollectionStore, key: Any, value: dict[str, Any]) -> None:
         set_item(self, key, value)
@@ -117,10 +122,17 @@ def _install() -> list[tuple[type, str, Any]]:
             _note(self._store, existing)
         return result
 
+    def aggregate_matched(self: Collection, pipeline: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        if not pipeline or set(pipeline[0]) != {"$match"}:
+            return run_aggregate(self, pipeline, *args, **kwargs)
+        matched = list(self.find(pipeline[0]["$match"]))
+        return aggregate.process_pipeline(matched, self.database, pipeline[1:], kwargs.get("session"))
+
     CollectionStore.__setitem__ = store_setitem
     CollectionStore._remove_expired_documents = lambda self: None
     Collection._iter_documents = iter_docs
     Collection._apply_update_document = apply_update_doc
+    Collection.aggregate = aggregate_matched
     return originals
 
 

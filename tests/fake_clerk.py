@@ -17,7 +17,6 @@ import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 import jwt
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from tests.lifecycle import Running
 from webhook_service.sample_events import (
     AUTO,
     DEFAULT_INSTANCE_ID,
@@ -209,7 +209,7 @@ def rsa_jwk(pem: str | bytes, kid: str) -> dict[str, str]:
     return {"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256", "n": jwk["n"], "e": jwk["e"]}
 
 
-class FakeClerkAPI:
+class FakeClerkAPI(Running):
     """A threaded local HTTP fake of Clerk's Backend API (``/v1/...``).
 
     Use as ``with FakeClerkAPI() as fake:`` or ``fake.start()`` / ``fake.stop()``.
@@ -275,14 +275,6 @@ class FakeClerkAPI:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

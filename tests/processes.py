@@ -23,11 +23,11 @@ import tempfile
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
 
+from tests.lifecycle import Running
 from tests.mongo_server import free_port
 from tests.signing import TEST_SECRET
 
@@ -55,7 +55,7 @@ def procfile_command(port: int, procfile: Path = REPO_ROOT / "Procfile", app: st
     raise RuntimeError(f"{procfile} has no web: line")
 
 
-class GunicornService:
+class GunicornService(Running):
     """The service under gunicorn, as the Procfile starts it. A context manager; one use."""
 
     def __init__(
@@ -164,14 +164,6 @@ class GunicornService:
             self._final_logs = self._read_logs()
             shutil.rmtree(self._dir, ignore_errors=True)
         return process.returncode
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- inspection ----------------------------------------------------------------
 

@@ -301,7 +301,7 @@ def warm_up(service: GunicornService, deliveries: int = 8) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(0.5)  # the event log's background writer has flushed and given its connection back
+    time.sleep(1.2)  # the event log's background writer has flushed and given its connection back
 
 
 def send_in_background(url: str, body: str, svix_id: str) -> tuple[threading.Thread, dict[str, object]]:

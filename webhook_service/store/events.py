@@ -46,8 +46,8 @@ class EventLog:
         db: Database,
         *,
         retention_days: float = 7.0,
-        flush_interval_s: float = 0.5,
-        batch_size: int = 50,
+        flush_interval_s: float = 1.0,
+        batch_size: int = 100,
         max_batch: int = 500,
         max_buffer: int = 50_000,
     ) -> None:
