@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from tests.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
 from webhook_service.domain import (
@@ -480,7 +481,7 @@ def test_update_racing_its_own_create_is_applied_not_stale(store):
     refused while its create finished the check was reported stale, and so lost); with the
     fix reverted it failed 4 runs in 4. On a real mongod (TEST_MONGODB_URI) it also drives
     two upserts of a new user into the unique index, where the loser must try again;
-    SecantusDB did not produce that clash in 1,200 pairs, so here the branch goes unused."""
+    SecantusDB did not produce that clash in 1,200 pairs; the next test stages it."""
     pairs, per_pair = 8, 50
     ids = [[new_id() for _ in range(per_pair)] for _ in range(pairs)]
     update_outcomes: dict[str, Outcome] = {}
@@ -511,6 +512,37 @@ def test_update_racing_its_own_create_is_applied_not_stale(store):
     for uid in itertools.chain.from_iterable(ids):
         assert_matches_clerk(docs[uid], clerk_user(uid, 1, first_name="v1"))
         assert set(docs[uid]) == USER_DOC_FIELDS
+
+
+class _LosesTheInsertRace:
+    """``users`` as a real mongod behaves for the slower of two upserts of a new user:
+    neither filter matched, the other's insert landed first, this one's is refused by the
+    unique index. Test servers that run one command at a time never produce it."""
+
+    def __init__(self, users: Any, winner: dict[str, Any]) -> None:
+        self._users = users
+        self._winner: dict[str, Any] | None = winner
+
+    def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        if self._winner is None:
+            return self._users.update_one(*args, **kwargs)
+        self._users.insert_one(self._winner)
+        self._winner = None
+        details = {"code": 11000, "keyPattern": {"clerkId": 1}, "keyValue": {"clerkId": args[0]["clerkId"]}}
+        raise DuplicateKeyError("E11000 duplicate key error index: clerkId_unique", 11000, details)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._users, name)
+
+
+def test_update_that_loses_the_insert_race_to_an_older_create_is_applied(store):
+    uid = new_id()
+    created = map_clerk_user(clerk_user(uid, 0, first_name="v0"))
+    update = store._update(created, created.username, msg_id())
+    store.users = _LosesTheInsertRace(store.users, {**update["$set"], **update["$setOnInsert"]})
+
+    assert upsert(store, clerk_user(uid, 1, first_name="v1")) is Outcome.APPLIED
+    assert_matches_clerk(store.get(uid), clerk_user(uid, 1, first_name="v1"))
 
 
 # -- the event log ------------------------------------------------------------------------
