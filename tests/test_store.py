@@ -199,9 +199,7 @@ def test_delete_of_unknown_id_blocks_a_later_create(store):
 
 def _insert_without_tombstone_check(store: UserStore, data: dict[str, Any], delivery_id: str) -> ObjectId:
     """The document an insert leaves when its worker is killed before the tombstone check."""
-    user = map_clerk_user(data)
-    update = store._update(user, user.username, delivery_id)
-    return store.users.insert_one({**update["$set"], **update["$setOnInsert"]}).inserted_id
+    return store.users.insert_one(store._document(map_clerk_user(data), delivery_id)).inserted_id
 
 
 @pytest.mark.parametrize("newer_write_first", [False, True], ids=["retry-next", "newer-update-first"])
@@ -538,8 +536,7 @@ class _LosesTheInsertRace:
 def test_update_that_loses_the_insert_race_to_an_older_create_is_applied(store):
     uid = new_id()
     created = map_clerk_user(clerk_user(uid, 0, first_name="v0"))
-    update = store._update(created, created.username, msg_id())
-    store.users = _LosesTheInsertRace(store.users, {**update["$set"], **update["$setOnInsert"]})
+    store.users = _LosesTheInsertRace(store.users, store._document(created, msg_id()))
 
     assert upsert(store, clerk_user(uid, 1, first_name="v1")) is Outcome.APPLIED
     assert_matches_clerk(store.get(uid), clerk_user(uid, 1, first_name="v1"))

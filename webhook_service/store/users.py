@@ -187,7 +187,7 @@ class UserStore:
                     outcomes[index] = self.upsert_if_newer(users[index]).outcome
             if created:
                 ids = [users[i].clerk_id for i in created]
-                gone = {t["_id"] for t in self.tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
+                gone = self.deleted_among(ids)
                 if gone:
                     self.users.delete_many({"clerkId": {"$in": list(gone)}})
                 for i in created:
@@ -208,10 +208,7 @@ class UserStore:
         if not users:
             return []
         self.ensure_indexes()
-        documents = []
-        for user in users:
-            update = self._update(user, user.username, None)
-            documents.append({**update["$set"], **update["$setOnInsert"], **stamp})
+        documents = [{**self._document(user, None), **stamp} for user in users]
         results = [(Outcome.APPLIED, True)] * len(users)
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             try:
@@ -288,6 +285,11 @@ class UserStore:
         )
         on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now)
         return {"$set": fields, "$setOnInsert": on_insert}
+
+    def _document(self, user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
+        """The whole document an upsert of a new ``user`` inserts."""
+        update = self._update(user, user.username, delivery_id)
+        return {**update["$set"], **update["$setOnInsert"]}
 
     def _why_not_applied(self, user: LocalUser, delivery_id: str | None) -> Outcome | None:
         """Classify an upsert the filter refused; None means it is worth trying again.
