@@ -40,7 +40,7 @@ class Services:
 def build_services(config: Config, db: Database | None = None) -> Services:
     db = db if db is not None else connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     metrics = Metrics()
-    store = UserStore(db)
+    store = UserStore(db, insert_only_fields=config.insert_only_fields, cascade=config.delete_cascade)
     events = EventLog(db, retention_days=config.event_retention_days)
     clerk = None
     jwks = None

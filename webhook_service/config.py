@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
+from .domain import CascadeRule
+
 
 class ConfigError(ValueError):
     """A configuration variable is missing or unusable."""
@@ -33,6 +35,8 @@ class Config:
     db_timeout_ms: int = 5000
     clerk_timeout_ms: int = 3000
     clerk_retry_budget_ms: int = 5000
+    insert_only_fields: tuple[str, ...] = ()
+    delete_cascade: tuple[CascadeRule, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

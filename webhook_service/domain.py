@@ -39,6 +39,16 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class CascadeRule:
+    """One ``DELETE_CASCADE`` rule: what a user's deletion does to another collection's
+    documents whose ``field`` holds the user's ``_id`` or Clerk id."""
+
+    collection: str
+    field: str
+    action: str  # "delete", "pull" or "unset"
+
+
 class UsernameSource(StrEnum):
     """Where a local username came from; Clerk's own usernames outrank derived ones."""
 

@@ -22,7 +22,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from ..domain import LocalUser, Outcome, claim_beats_holder, disambiguated_username
+from ..domain import CascadeRule, LocalUser, Outcome, claim_beats_holder, disambiguated_username
 from .errors import StoreUnavailable, UsernameConflict
 from .mongo import TOMBSTONES, USERS, ensure_indexes
 
@@ -58,8 +58,17 @@ def _unavailable_on_error() -> Iterator[None]:
 class UserStore:
     """Local copies of Clerk users, versioned by Clerk's ``updated_at``."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        insert_only_fields: tuple[str, ...] = (),
+        cascade: tuple[CascadeRule, ...] = (),
+    ) -> None:
         self.db = db
+        self.insert_only_fields = insert_only_fields
+        self.cascade = cascade
         self.users = db[USERS]
         self.tombstones = db[TOMBSTONES]
         self._now = clock or (lambda: datetime.now(UTC))
