@@ -28,10 +28,18 @@ def on_starting(server):
     from webhook_service.config import Config, ConfigError
 
     try:
-        Config.from_env()
+        config = Config.from_env()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    # One warning line per index that contradicts the service, once for the whole service.
+    from webhook_service.logs import configure_logging
+    from webhook_service.store import connect, warn_about_conflicts
+
+    configure_logging(config.log_format)
+    db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
+    warn_about_conflicts(db)
+    db.client.close()
 
 
 def child_exit(server, worker):

@@ -506,7 +506,11 @@ def test_init_db_creates_the_indexes(app, db):
     result = cli(app, "init-db")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "indexes ready"
+    lines = result.stdout.strip().splitlines()
+    assert "created   users.clerkId_unique (unique clerkId): one document per Clerk user; orders writes" in (
+        lines
+    )
+    assert lines[-1] == "indexes ready: 0 reused, 9 created, no conflicts"
     assert {"clerkId_unique", "usernameLower_unique"} <= set(db.users.index_information())
     assert "expiresAt_ttl" in db.events.index_information()
 

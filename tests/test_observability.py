@@ -384,8 +384,9 @@ def test_sync_requests_and_clerk_calls_are_counted_by_status(text_run):
 
 
 TEXT_DELIVERY_LINE = re.compile(
-    r" INFO webhook_service\.delivery: delivery (?P<svix_id>\S+) type=(?P<type>\S+) user=(?P<user>\S+)"
-    r" outcome=(?P<outcome>\w+) status=(?P<status>\d+) duration_ms=(?P<duration>\d+\.\d)$"
+    r" (?:INFO|WARNING) webhook_service\.delivery: delivery (?P<svix_id>\S+)"
+    r" type=(?P<type>\S+) user=(?P<user>\S+)"
+    r" outcome=(?P<outcome>\w+) status=(?P<status>\d+) duration_ms=(?P<duration>\d+\.\d)(?: error=.+)?$"
 )
 
 

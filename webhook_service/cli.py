@@ -14,12 +14,16 @@ import click
 import httpx
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from pymongo.errors import PyMongoError
 
 from . import sample_events
 from .clerk_api import ClerkAPI, ClerkUnavailable
 from .domain import Outcome
 from .reconcile import ReconcileRefused, ReconcileReport, reconcile
+from .schema import MIGRATE_COMMAND
 from .store import StoreUnavailable, ensure_indexes
+from .store import migrate as store_migrate
+from .store.indexes import failure_reason
 
 
 def register_commands(app: Flask) -> None:
@@ -36,14 +40,41 @@ def _fail(message: str) -> None:
 
 
 @click.command("init-db")
+@click.option("--check", is_flag=True, help="Only report: create and change nothing.")
+@click.option(
+    "--migrate", is_flag=True, help="Also replace each conflicting index with what the service needs."
+)
 @with_appcontext
-def init_db() -> None:
-    """Create the indexes the service relies on (the service also does this itself)."""
+def init_db(check: bool, migrate: bool) -> None:
+    """Show the index plan, and create the indexes the service relies on.
+
+    Indexes that already serve the service are reused whatever their name; nothing that
+    exists is changed unless --migrate is given. Exits 1 while a conflict remains.
+    """
+    if check and migrate:
+        _fail("--check and --migrate exclude each other")
+    db = _services().db
     try:
-        ensure_indexes(_services().db)
-    except Exception as exc:
-        _fail(f"could not create indexes: {type(exc).__name__}")
-    click.echo("indexes ready")
+        report = store_migrate(db, click.echo) if migrate else ensure_indexes(db, create=not check)
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+    except PyMongoError as exc:
+        _fail(f"could not read or create the indexes: {failure_reason(exc)}")
+    plan = report.plan
+    for spec, index in plan.reused:
+        click.echo(f"reused    {index.collection}.{index.name} ({index.describe()}): {spec.purpose}")
+    for spec in plan.create:
+        verb = "missing " if check else "created "
+        click.echo(f"{verb}  {spec.collection}.{spec.name} ({spec.describe()}): {spec.purpose}")
+    for conflict in plan.conflicts:
+        click.echo(f"CONFLICT  {conflict.warning()}")
+    summary = f"{len(plan.reused)} reused, {len(plan.create)} {'missing' if check else 'created'}"
+    if plan.conflicts:
+        names = ", ".join(f"{c.index.collection}.{c.index.name}" for c in plan.conflicts)
+        _fail(f"{summary}; {len(plan.conflicts)} conflicting: {names}. Run `{MIGRATE_COMMAND}`")
+    click.echo(f"indexes ready: {summary}, no conflicts" if not (check and plan.create) else summary)
+    if check and plan.create:
+        sys.exit(1)
 
 
 # -- reconcile -------------------------------------------------------------------

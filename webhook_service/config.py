@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
-from .domain import CascadeRule
+from .domain import INSERT_ONLY_ALLOWED, CascadeRule
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,7 @@ class Config:
             db_timeout_ms=_number(env, "DB_TIMEOUT_MS", 5000, int),
             clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
             clerk_retry_budget_ms=_number(env, "CLERK_RETRY_BUDGET_MS", 5000, int),
+            insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
         )
         config.validate()
         return config
@@ -81,6 +82,11 @@ class Config:
             raise ConfigError("LOG_FORMAT must be 'text' or 'json'")
         if self.event_retention_days <= 0:
             raise ConfigError("EVENT_RETENTION_DAYS must be positive")
+        for name in self.insert_only_fields:
+            if name not in INSERT_ONLY_ALLOWED:
+                raise ConfigError(
+                    f"INSERT_ONLY_FIELDS: {name!r} is not allowed; allowed: {', '.join(INSERT_ONLY_ALLOWED)}"
+                )
 
     @property
     def clerk_server_url(self) -> str:
@@ -100,6 +106,11 @@ def _api_base(raw: str) -> str:
     make every user look missing (404), and sync deletes users Clerk says are gone."""
     base = raw.strip().rstrip("/")
     return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def _name_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated list: blanks trimmed, empties dropped, duplicates removed in order."""
+    return tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

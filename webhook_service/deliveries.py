@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .domain import USER_EVENT_TYPES, Event, MalformedEvent, Outcome, map_clerk_user, parse_event
-from .store import EventLog, EventRecord, StoreUnavailable, UserStore
+from .store import EventLog, EventRecord, ForeignIndexRefused, StoreUnavailable, UserStore
 
 log = logging.getLogger("webhook_service.delivery")
 
@@ -26,6 +26,7 @@ class DeliveryResult:
     event_type: str | None = None
     user_id: str | None = None
     error: str | None = None
+    title: str | None = None  # the error's short name for the HTTP body, when not the status's
 
 
 def apply_user_event(store: UserStore, event: Event, delivery_id: str | None) -> Outcome:
@@ -60,14 +61,16 @@ class DeliveryHandler:
         elapsed = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.delivery(result.event_type, result.outcome.value, elapsed)
-        log.info(
-            "delivery %s type=%s user=%s outcome=%s status=%d duration_ms=%.1f",
+        log.log(
+            logging.WARNING if result.status >= 500 else logging.INFO,
+            "delivery %s type=%s user=%s outcome=%s status=%d duration_ms=%.1f%s",
             delivery_id,
             result.event_type,
             result.user_id,
             result.outcome.value,
             result.status,
             elapsed * 1000,
+            f" error={result.error}" if result.error else "",
             extra={
                 "svix_id": delivery_id,
                 "event_type": result.event_type,
@@ -87,6 +90,10 @@ class DeliveryHandler:
             return DeliveryResult(Outcome.REJECTED, 400, error=str(exc))
         try:
             outcome = apply_user_event(self.store, event, delivery_id)
+        except ForeignIndexRefused as exc:
+            if self.metrics is not None:
+                self.metrics.index_conflict(exc.index)
+            return DeliveryResult(Outcome.FAILED, 503, event.type, event.user_id, str(exc), "index conflict")
         except StoreUnavailable as exc:
             if self.metrics is not None:
                 self.metrics.db_error()

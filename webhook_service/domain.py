@@ -16,6 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
+# Clerk-sourced fields that INSERT_ONLY_FIELDS may name: written when the service creates
+# a user document, never overwritten afterwards, so the app's own edits to them stick.
+INSERT_ONLY_ALLOWED = ("firstName", "lastName", "profilePicture")
 
 USERNAME_MAX = 30
 MAX_INT64 = 2**63 - 1

@@ -31,6 +31,11 @@ SIGNATURE_REJECTIONS = Counter(
     "clerk_webhook_signature_rejections_total", "Deliveries rejected for a bad signature"
 )
 DB_ERRORS = Counter("clerk_webhook_db_errors_total", "Database operations that failed")
+INDEX_CONFLICTS = Counter(
+    "clerk_webhook_index_conflicts_total",
+    "Writes refused by a unique index the service does not own (fix: init-db --migrate)",
+    ["index"],
+)
 CLERK_API_CALLS = Counter(
     "clerk_api_requests_total", "Calls to Clerk's Backend API by HTTP status", ["status"]
 )
@@ -49,6 +54,9 @@ class Metrics:
 
     def db_error(self) -> None:
         DB_ERRORS.inc()
+
+    def index_conflict(self, index: str) -> None:
+        INDEX_CONFLICTS.labels(index=index[:64]).inc()
 
     def clerk_call(self, status: int | str) -> None:
         CLERK_API_CALLS.labels(status=str(status)).inc()

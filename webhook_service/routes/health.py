@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from ..store import ping
+from ..store import StoreUnavailable, ping
 
 bp = Blueprint("health", __name__)
 
@@ -17,7 +17,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready only when the database answers a ping within about two seconds."""
-    if ping(current_app.extensions["webhook_service"].db, timeout_s=2.0):
-        return jsonify(status="ready")
-    return jsonify(status="unavailable", error="database did not answer"), 503
+    """Ready when the database answers a ping within about two seconds and the indexes
+    the service's correctness rests on exist (made now if they can be)."""
+    services = current_app.extensions["webhook_service"]
+    if not ping(services.db, timeout_s=2.0):
+        return jsonify(status="unavailable", error="database did not answer"), 503
+    try:
+        services.store.ensure_indexes()
+    except StoreUnavailable as exc:
+        return jsonify(status="unavailable", error="indexes unavailable", detail=str(exc)), 503
+    return jsonify(status="ready")

@@ -31,7 +31,8 @@ def receive_clerk_event():
         return jsonify(error="invalid signature", detail=str(exc)), 400
     result = services.deliveries.handle(delivery_id, body)
     if result.status >= 400:
-        return jsonify(error=_ERRORS.get(result.status, "error"), detail=result.error), result.status
+        title = result.title or _ERRORS.get(result.status, "error")
+        return jsonify(error=title, detail=result.error), result.status
     return jsonify(outcome=result.outcome.value), result.status
 
 

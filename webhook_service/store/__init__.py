@@ -1,18 +1,23 @@
 """Persistence: the only code that talks to MongoDB. It owns indexes and atomic operations."""
 
-from .errors import StoreUnavailable, UsernameConflict
+from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
 from .events import EventLog, EventRecord
-from .mongo import connect, ensure_indexes, ping
+from .indexes import IndexUnavailable, ensure_indexes, migrate, warn_about_conflicts
+from .mongo import connect, ping
 from .users import UpsertResult, UserStore
 
 __all__ = [
     "EventLog",
+    "ForeignIndexRefused",
     "EventRecord",
+    "IndexUnavailable",
     "StoreUnavailable",
     "UpsertResult",
     "UserStore",
     "UsernameConflict",
     "connect",
     "ensure_indexes",
+    "migrate",
+    "warn_about_conflicts",
     "ping",
 ]

@@ -23,7 +23,8 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..domain import Outcome
-from .mongo import EVENTS, ensure_indexes
+from .indexes import ensure_indexes
+from .mongo import EVENTS
 
 log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000

@@ -1,14 +1,14 @@
-"""The MongoDB client, its timeouts, and every index the service relies on."""
+"""The MongoDB client and its timeouts. The indexes are in ``store/indexes.py``."""
 
 from __future__ import annotations
 
 import pymongo
-from pymongo import ASCENDING, MongoClient, WriteConcern
+from pymongo import MongoClient, WriteConcern
 from pymongo.database import Database
 
-USERS = "users"
-TOMBSTONES = "deleted_users"
-EVENTS = "events"
+from ..schema import EVENTS, TOMBSTONES, USERS
+
+__all__ = ["EVENTS", "TOMBSTONES", "USERS", "connect", "ping"]
 
 
 def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000) -> Database:
@@ -32,26 +32,6 @@ def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000
     if not write_concern.document:
         write_concern = WriteConcern(w="majority", j=True)
     return client.get_database(write_concern=write_concern)
-
-
-def ensure_indexes(db: Database) -> None:
-    """Create the indexes the atomic operations depend on. Idempotent."""
-    users = db[USERS]
-    users.create_index([("clerkId", ASCENDING)], unique=True, name="clerkId_unique")
-    users.create_index(
-        [("usernameLower", ASCENDING)],
-        unique=True,
-        name="usernameLower_unique",
-        partialFilterExpression={"usernameLower": {"$type": "string"}},
-    )
-    users.create_index([("email", ASCENDING)], name="email")
-    users.create_index([("followers", ASCENDING)], name="followers")
-    users.create_index([("following", ASCENDING)], name="following")
-    events = db[EVENTS]
-    events.create_index([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expiresAt_ttl")
-    events.create_index([("receivedAt", pymongo.DESCENDING)], name="receivedAt")
-    events.create_index([("outcome", ASCENDING), ("receivedAt", pymongo.DESCENDING)], name="outcome")
-    events.create_index([("userId", ASCENDING), ("receivedAt", pymongo.DESCENDING)], name="userId")
 
 
 def ping(db: Database, timeout_s: float = 2.0) -> bool:

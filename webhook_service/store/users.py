@@ -9,6 +9,7 @@ and a refused write one read.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,8 +24,9 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..domain import CascadeRule, LocalUser, Outcome, claim_beats_holder, disambiguated_username
-from .errors import StoreUnavailable, UsernameConflict
-from .mongo import TOMBSTONES, USERS, ensure_indexes
+from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
+from .indexes import ensure_indexes
+from .mongo import TOMBSTONES, USERS
 
 APP_OWNED_DEFAULTS: dict[str, Any] = {
     "bannerImage": "",
@@ -33,6 +35,15 @@ APP_OWNED_DEFAULTS: dict[str, Any] = {
     "followers": [],
     "following": [],
 }
+# Every field the service writes on a user document (a unique index on any of them,
+# other than the ones the service keeps unique itself, conflicts with it).
+WRITTEN_FIELDS = frozenset(
+    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "usernameLower")
+    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "updatedAt", "createdAt")
+    + tuple(APP_OWNED_DEFAULTS)
+)
+_USERNAME_FIELDS = ("usernameLower", "username")
+_DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 _USERNAME_ATTEMPTS = 4
 # Reconcile's page-sized operations get a longer bound than a single delivery's write.
 BULK_TIMEOUT_S = 120.0
@@ -94,7 +105,7 @@ class UserStore:
                 raise StoreUnavailable("database error: index creation failed just now")
             try:
                 ensure_indexes(self.db)
-            except PyMongoError:
+            except (PyMongoError, StoreUnavailable):
                 self._index_failures += 1
                 raise
             self._indexes_ready = True
@@ -118,8 +129,9 @@ class UserStore:
                     )
                 except DuplicateKeyError as exc:
                     key = (exc.details or {}).get("keyPattern") or {}
-                    if "usernameLower" in key:
-                        holder = self._username_holder(username)
+                    by = next((name for name in _USERNAME_FIELDS if name in key), None)
+                    if by is not None:
+                        holder = self._username_holder(by, username)
                         if holder is None:
                             continue
                         if holder["clerkId"] != user.clerk_id:
@@ -127,7 +139,7 @@ class UserStore:
                             continue
                         # Our own document holds the name: the filter refused the write.
                     elif "clerkId" not in key:
-                        raise
+                        raise _foreign_index_refusal(exc) from None
                     outcome = self._why_not_applied(user, delivery_id)
                     if outcome is None:
                         continue
@@ -293,10 +305,13 @@ class UserStore:
             updatedAt=now,
         )
         on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now)
+        # INSERT_ONLY_FIELDS: written when this creates the document, then left to the app.
+        for name in self.insert_only_fields:
+            on_insert[name] = fields.pop(name)
         return {"$set": fields, "$setOnInsert": on_insert}
 
     def _document(self, user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
-        """The whole document an upsert of a new ``user`` inserts."""
+        """The whole document an upsert of a new ``user`` inserts, insert-only fields included."""
         update = self._update(user, user.username, delivery_id)
         return {**update["$set"], **update["$setOnInsert"]}
 
@@ -350,10 +365,13 @@ class UserStore:
         )
         return next(docs, None)
 
-    def _username_holder(self, username: str) -> dict[str, Any] | None:
+    def _username_holder(self, by: str, username: str) -> dict[str, Any] | None:
+        """Who holds ``username``, as the index that refused the write sees it: the
+        service's ``usernameLower``, or an app's own unique ``username`` (which also
+        catches documents written before this service, with no ``usernameLower``)."""
+        value = username.lower() if by == "usernameLower" else username
         return self.users.find_one(
-            {"usernameLower": username.lower()},
-            {"clerkId": 1, "username": 1, "usernameSource": 1, "clerkUpdatedAt": 1},
+            {by: value}, {"clerkId": 1, "username": 1, "usernameSource": 1, "clerkUpdatedAt": 1}
         )
 
     def _settle_username_clash(self, user: LocalUser, username: str, holder: dict[str, Any]) -> str:
@@ -366,7 +384,7 @@ class UserStore:
         displaced = disambiguated_username(holder.get("username") or username, holder["clerkId"])
         try:
             self.users.update_one(
-                {"_id": holder["_id"], "usernameLower": username.lower()},
+                {"_id": holder["_id"], "username": holder.get("username")},
                 {"$set": {"username": displaced, "usernameLower": displaced.lower()}},
             )
         except DuplicateKeyError as exc:
@@ -381,3 +399,12 @@ class UserStore:
             {"$or": [{"followers": ids}, {"following": ids}]},
             {"$pull": {"followers": ids, "following": ids}},
         )
+
+
+def _foreign_index_refusal(exc: DuplicateKeyError) -> ForeignIndexRefused:
+    """A unique index the service does not own refused the write. Named, never quoted:
+    the error's key value is user data (an email address, say)."""
+    details = exc.details or {}
+    match = _DUPLICATE_INDEX.search(str(details.get("errmsg") or ""))
+    name = match[1] if match else "_".join(f"{k}_{v}" for k, v in (details.get("keyPattern") or {}).items())
+    return ForeignIndexRefused(name)

@@ -1,0 +1,242 @@
+"""Which indexes the service needs, and how they fit beside the ones an app already has.
+
+The service runs on a collection another app (xClone's mongoose model) already owns,
+with its own indexes under its own names. What matters is what an index does, never
+what it is called: an existing index that gives the service what it relies on is
+reused; one that contradicts the service's rules is a conflict, reported with the
+fix. Plain data in, plain data out: the store reads the indexes and carries out the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+USERS = "users"
+TOMBSTONES = "deleted_users"
+EVENTS = "events"
+MIGRATE_COMMAND = "flask --app wsgi init-db --migrate"
+
+# Fields a unique index may hold without contradicting the service: the service keeps
+# them unique itself (usernames case-insensitively, so ``username`` is implied).
+_UNIQUE_BY_RULE = ("clerkId", "usernameLower", "username")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An index the service wants. ``required`` ones are what correctness rests on:
+    without them the service is not ready. The rest only make queries fast."""
+
+    collection: str
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    purpose: str
+    unique: bool = False
+    partial: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    ttl_seconds: int | None = None
+    required: bool = False
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.keys)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_index`` (``background`` is never set: MongoDB
+        ignores it when it compares indexes, SecantusDB does not)."""
+        options: dict[str, Any] = {"name": self.name}
+        if self.unique:
+            options["unique"] = True
+        if self.partial is not None:
+            options["partialFilterExpression"] = dict(self.partial)
+        if self.ttl_seconds is not None:
+            options["expireAfterSeconds"] = self.ttl_seconds
+        return options
+
+    def describe(self) -> str:
+        kind = "unique " if self.unique else ""
+        ttl = f", expires after {self.ttl_seconds}s" if self.ttl_seconds is not None else ""
+        return f"{kind}{describe_keys(self.keys)}{ttl}"
+
+
+SERVICE_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec(USERS, "clerkId_unique", (("clerkId", 1),), "one document per Clerk user; orders writes",
+              unique=True, required=True),
+    IndexSpec(USERS, "usernameLower_unique", (("usernameLower", 1),), "usernames unique regardless of case",
+              unique=True, partial={"usernameLower": {"$type": "string"}}, required=True),
+    IndexSpec(USERS, "email", (("email", 1),), "lookups by email"),
+    IndexSpec(USERS, "followers", (("followers", 1),), "removing a deleted user from follow lists"),
+    IndexSpec(USERS, "following", (("following", 1),), "removing a deleted user from follow lists"),
+    IndexSpec(EVENTS, "expiresAt_ttl", (("expiresAt", 1),), "expires event records and their personal data",
+              ttl_seconds=0, required=True),
+    IndexSpec(EVENTS, "receivedAt", (("receivedAt", -1),), "listing recent deliveries"),
+    IndexSpec(EVENTS, "outcome", (("outcome", 1), ("receivedAt", -1)), "listing deliveries by outcome"),
+    IndexSpec(EVENTS, "userId", (("userId", 1), ("receivedAt", -1)), "finding a user's deliveries"),
+)
+
+
+@dataclass(frozen=True)
+class ExistingIndex:
+    """An index as ``listIndexes`` reports it, reduced to what the plan compares."""
+
+    collection: str
+    name: str
+    keys: tuple[tuple[str, Any], ...]
+    unique: bool = False
+    sparse: bool = False
+    partial: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    ttl_seconds: int | None = None
+    collation: bool = False
+
+    @classmethod
+    def from_info(cls, collection: str, info: Mapping[str, Any]) -> ExistingIndex:
+        ttl = info.get("expireAfterSeconds")
+        return cls(
+            collection=collection,
+            name=str(info["name"]),
+            keys=tuple((str(k), v) for k, v in dict(info["key"]).items()),
+            unique=bool(info.get("unique")),
+            sparse=bool(info.get("sparse")),
+            partial=_plain(info.get("partialFilterExpression")),
+            ttl_seconds=None if ttl is None else int(ttl),
+            collation=info.get("collation") is not None,
+        )
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.keys)
+
+    def describe(self) -> str:
+        options = [o for o, on in (("unique", self.unique), ("sparse", self.sparse)) if on]
+        if self.partial is not None:
+            options.append("partial")
+        ttl = f", expires after {self.ttl_seconds}s" if self.ttl_seconds is not None else ""
+        return " ".join(options + [describe_keys(self.keys)]) + ttl
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An existing index that contradicts the service's rules, and what replaces it."""
+
+    index: ExistingIndex
+    breaks: str
+    replacement: IndexSpec
+
+    def warning(self) -> str:
+        return (
+            f"index {self.index.collection}.{self.index.name} ({self.index.describe()}) conflicts with "
+            f"the service: it {self.breaks}. Fix: {MIGRATE_COMMAND} (replaces it with "
+            f"{'the' if self.replacement.unique else 'a non-unique'} index {self.replacement.name} "
+            f"on {self.replacement.describe().removeprefix('unique ')})"
+        )
+
+
+@dataclass
+class IndexPlan:
+    reused: list[tuple[IndexSpec, ExistingIndex]] = field(default_factory=list)
+    create: list[IndexSpec] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    @property
+    def missing_required(self) -> list[IndexSpec]:
+        return [spec for spec in self.create if spec.required]
+
+
+def describe_keys(keys: Iterable[tuple[str, Any]]) -> str:
+    return ", ".join(k if v == 1 else f"{k} {v}" for k, v in keys)
+
+
+def plan_indexes(
+    existing: Iterable[ExistingIndex],
+    written_fields: frozenset[str],
+    wanted: Iterable[IndexSpec] = SERVICE_INDEXES,
+) -> IndexPlan:
+    """Reuse what serves, create what is missing (under a free name), report conflicts."""
+    existing = list(existing)
+    plan = IndexPlan()
+    plan.conflicts = [c for ix in existing if (c := _users_conflict(ix, written_fields)) is not None]
+    conflicting = {(c.index.collection, c.index.name) for c in plan.conflicts}
+    for spec in wanted:
+        same_collection = [ix for ix in existing if ix.collection == spec.collection]
+        serving = next((ix for ix in same_collection if _serves(ix, spec)), None)
+        if serving is not None and (spec.collection, serving.name) not in conflicting:
+            plan.reused.append((spec, serving))
+            continue
+        if serving is not None:
+            continue  # a conflicting index on the key: --migrate replaces it
+        blocker = next((ix for ix in same_collection if _same_identity(ix, spec)), None)
+        if blocker is not None:
+            plan.conflicts.append(Conflict(blocker, f"blocks the service's {spec.describe()}", spec))
+            continue
+        plan.create.append(replace(spec, name=_free_name(spec.name, {ix.name for ix in same_collection})))
+    return plan
+
+
+def _serves(index: ExistingIndex, spec: IndexSpec) -> bool:
+    """Whether ``index`` gives the service what ``spec`` is for."""
+    if spec.unique:
+        return (
+            index.unique
+            and index.fields == spec.fields
+            and not index.collation
+            and (index.partial is None or index.partial == spec.partial or _covers_every_value(index, spec))
+        )
+    if spec.ttl_seconds is not None:
+        return index.fields == spec.fields and index.ttl_seconds == spec.ttl_seconds and index.partial is None
+    return index.fields[: len(spec.fields)] == spec.fields and index.partial is None and not index.sparse
+
+
+def _covers_every_value(index: ExistingIndex, spec: IndexSpec) -> bool:
+    """A partial filter that still indexes every document the service writes."""
+    [name] = spec.fields
+    return index.partial in ({name: {"$exists": True}}, {name: {"$type": "string"}})
+
+
+def _same_identity(index: ExistingIndex, spec: IndexSpec) -> bool:
+    """MongoDB refuses a second index equal in these (error 85), whatever its name."""
+    return (
+        tuple(k for k, _ in index.keys) == spec.fields
+        and tuple(v for _, v in index.keys) == tuple(v for _, v in spec.keys)
+        and index.unique == spec.unique
+        and not index.sparse
+        and index.partial == (dict(spec.partial) if spec.partial is not None else None)
+        and not index.collation
+    )
+
+
+def _users_conflict(index: ExistingIndex, written: frozenset[str]) -> Conflict | None:
+    """A unique index on ``users`` that refuses documents the service must be able to write."""
+    if index.collection != USERS or not index.unique or index.name == "_id_":
+        return None
+    fields = set(index.fields)
+    if any(name in fields for name in _UNIQUE_BY_RULE):
+        return None  # implied by a rule the service keeps itself
+    replacement = IndexSpec(USERS, index.name, tuple((k, v) for k, v in index.keys), "lookups")
+    if fields == {"email"}:
+        breaks = (
+            "refuses a second user without an email address (phone or web3 sign-in), and an "
+            "address moving from one user to another when its two events arrive out of order"
+        )
+    elif fields & written:
+        breaks = f"refuses two users with the same {', '.join(sorted(fields & written))}, which Clerk allows"
+    elif index.sparse or index.partial is not None:
+        return None  # never indexes the documents the service writes
+    else:
+        breaks = f"refuses a second user without {', '.join(sorted(fields))}, which the service never sets"
+    return Conflict(index, breaks, replacement)
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
+
+
+def _plain(value: Any) -> Any:
+    """SON and nested mappings as plain dicts, so filters compare by value."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
