@@ -225,7 +225,7 @@ def replay_command(svix_id, status, since) -> None:
     counts: dict[str, int] = {}
     for record in records:
         if not record.get("payload"):
-            click.echo(f"{record['_id']}  skipped: payload expired")
+            click.echo(f"{record['_id']}  skipped: no payload kept (expired, erased or not needed)")
             counts["skipped"] = counts.get("skipped", 0) + 1
             continue
         result = services.deliveries.handle(record["_id"], record["payload"].encode())

@@ -7,11 +7,20 @@ operator's replay.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 
-from .domain import USER_EVENT_TYPES, Event, MalformedEvent, Outcome, map_clerk_user, parse_event
+from .domain import (
+    USER_EVENT_TYPES,
+    Event,
+    MalformedEvent,
+    Outcome,
+    map_clerk_user,
+    parse_event,
+    redacted_deletion,
+)
 from .store import EventLog, EventRecord, ForeignIndexRefused, StoreUnavailable, UserStore
 
 log = logging.getLogger("webhook_service.delivery")
@@ -38,6 +47,18 @@ def apply_user_event(store: UserStore, event: Event, delivery_id: str | None) ->
     return store.upsert_if_newer(map_clerk_user(event.data), delivery_id).outcome
 
 
+def kept_payload(result: DeliveryResult, body: bytes) -> str | None:
+    """What the event log keeps of a body, for replay and no more. An ignored event's
+    body is not needed again and is not kept; a deletion keeps only the user's id, not
+    who deleted it from where (``event_attributes``)."""
+    if result.outcome is Outcome.IGNORED:
+        return None
+    if result.event_type == "user.deleted" and result.user_id is not None:
+        event = {"type": "user.deleted", "object": "event", "data": redacted_deletion(result.user_id)}
+        return json.dumps(event)
+    return body.decode("utf-8", errors="replace")
+
+
 class DeliveryHandler:
     def __init__(self, store: UserStore, events: EventLog, metrics=None) -> None:
         self.store = store
@@ -54,7 +75,7 @@ class DeliveryHandler:
                 event_type=result.event_type,
                 user_id=result.user_id,
                 outcome=result.outcome,
-                payload=body.decode("utf-8", errors="replace"),
+                payload=kept_payload(result, body),
                 error=result.error,
             )
         )

@@ -134,6 +134,11 @@ def parse_event(body: bytes) -> Event:
     return Event(type=event_type, data=data)
 
 
+def redacted_deletion(user_id: str) -> dict[str, Any]:
+    """A ``user.deleted`` event's ``data`` with nothing but what identifies the user."""
+    return {"deleted": True, "id": user_id, "object": "user"}
+
+
 def _encodable(envelope: dict[str, Any]) -> bool:
     """Whether every string survives UTF-8 (and so BSON); valid surrogate pairs do."""
     try:

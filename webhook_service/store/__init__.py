@@ -1,7 +1,7 @@
 """Persistence: the only code that talks to MongoDB. It owns indexes and atomic operations."""
 
 from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
-from .events import EventLog, EventRecord
+from .events import EventLog, EventRecord, erase_payloads
 from .indexes import IndexUnavailable, ensure_indexes, migrate, warn_about_conflicts
 from .mongo import connect, ping
 from .users import UpsertResult, UserStore
@@ -17,6 +17,7 @@ __all__ = [
     "UsernameConflict",
     "connect",
     "ensure_indexes",
+    "erase_payloads",
     "migrate",
     "warn_about_conflicts",
     "ping",

@@ -24,7 +24,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..domain import Outcome
 from .indexes import ensure_indexes
-from .mongo import EVENTS
+from .mongo import EVENTS, TOMBSTONES
 
 log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
@@ -148,6 +148,7 @@ class EventLog:
         # redelivery's record exists already; the insert refuses it and the upsert merges it.
         try:
             self.collection.insert_many([self._document(r) for r in batch], ordered=False)
+            self._erase_deleted_users(batch)
             return
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
@@ -156,6 +157,7 @@ class EventLog:
             existing = sorted(e["index"] for e in errors)
         try:
             self.collection.bulk_write([self._operation(batch[i]) for i in existing], ordered=False)
+            self._erase_deleted_users(batch)
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", []):
                 error["index"] = existing[error["index"]]  # as positions in ``batch``
@@ -164,6 +166,18 @@ class EventLog:
             # The inserts landed: only the upserts are to be retried.
             unwritten = [{"index": i, "code": None, "errmsg": str(exc)} for i in existing]
             raise BulkWriteError({"writeErrors": unwritten}) from exc
+
+    def _erase_deleted_users(self, batch: list[EventRecord]) -> None:
+        """Strip the payloads just written for users already deleted. Checked after the
+        write, as inserts check for tombstones: either this read sees the tombstone, or
+        the deletion comes later and erases these records itself."""
+        ids = list({r.user_id for r in batch if r.user_id and r.payload is not None})
+        if not ids:
+            return
+        tombstones = self.collection.database[TOMBSTONES]
+        deleted = [t["_id"] for t in tombstones.find({"_id": {"$in": ids}}, {"_id": 1})]
+        if deleted:
+            erase_payloads(self.collection.database, deleted)
 
     def _latest(self, record: EventRecord) -> dict[str, Any]:
         """The fields every attempt sets."""
@@ -230,3 +244,13 @@ class EventLog:
         projection = None if with_payload else {"payload": 0}
         cursor = self.collection.find(query, projection).sort("receivedAt", DESCENDING)
         return list(cursor.limit(limit) if limit else cursor)
+
+
+def erase_payloads(db: Database, clerk_ids: list[str]) -> None:
+    """Remove the personal data of deleted users from their event records: the payload
+    (names, email addresses, IP) goes; the record that the delivery happened stays. The
+    record of a deletion keeps its payload, which holds only the user's id."""
+    db[EVENTS].update_many(
+        {"userId": {"$in": clerk_ids}, "type": {"$ne": "user.deleted"}, "payload": {"$exists": True}},
+        {"$unset": {"payload": ""}, "$set": {"erased": True}},
+    )

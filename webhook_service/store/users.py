@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..domain import CascadeRule, LocalUser, Outcome, claim_beats_holder, disambiguated_username
 from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
+from .events import erase_payloads
 from .indexes import ensure_indexes
 from .mongo import TOMBSTONES, USERS
 
@@ -175,6 +176,7 @@ class UserStore:
             if doc is not None:
                 object_ids.append(doc["_id"])
             self._pull_follow_references(object_ids)
+            erase_payloads(self.db, [clerk_id])
         if removed or before is None:
             return Outcome.DELETED
         return Outcome.DUPLICATE
