@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
-from .domain import INSERT_ONLY_ALLOWED, CascadeRule
+from .domain import INSERT_ONLY_ALLOWED, CascadeRule, parse_cascade_rules
 
 
 class ConfigError(ValueError):
@@ -56,6 +56,7 @@ class Config:
             clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
             clerk_retry_budget_ms=_number(env, "CLERK_RETRY_BUDGET_MS", 5000, int),
             insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
+            delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
         )
         config.validate()
         return config
@@ -106,6 +107,13 @@ def _api_base(raw: str) -> str:
     make every user look missing (404), and sync deletes users Clerk says are gone."""
     base = raw.strip().rstrip("/")
     return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def _cascade(raw: str) -> tuple[CascadeRule, ...]:
+    try:
+        return parse_cascade_rules(raw)
+    except ValueError as exc:
+        raise ConfigError(f"DELETE_CASCADE: {exc}") from None
 
 
 def _name_list(raw: str) -> tuple[str, ...]:

@@ -52,6 +52,37 @@ class CascadeRule:
     action: str  # "delete", "pull" or "unset"
 
 
+CASCADE_ACTIONS = ("delete", "pull", "unset")
+_SERVICE_COLLECTIONS = ("deleted_users", "events")
+_NAME_PART = re.compile(r"^[^$\s.]+$")
+
+
+def parse_cascade_rules(text: str) -> tuple[CascadeRule, ...]:
+    """``posts.user:delete,posts.likes:pull`` as rules; ValueError names a bad one.
+
+    The collection is what comes before the first dot (collection names with dots are
+    not supported); the field may be a dotted path.
+    """
+    rules = []
+    for raw in (part.strip() for part in text.split(",")):
+        if not raw:
+            continue
+        target, _, action = raw.rpartition(":")
+        collection, _, path = target.partition(".")
+        if not target or action not in CASCADE_ACTIONS:
+            actions = ", ".join(CASCADE_ACTIONS)
+            raise ValueError(f"rule {raw!r} must be collection.field:action, action one of {actions}")
+        names = [collection, *path.split(".")]
+        if not path or not all(_NAME_PART.match(name) for name in names):
+            raise ValueError(f"rule {raw!r} must name a collection and a field, without '$' or spaces")
+        if collection in _SERVICE_COLLECTIONS or collection.startswith("system"):
+            raise ValueError(f"rule {raw!r} names a collection the service owns")
+        if collection == "users" and action == "delete":
+            raise ValueError(f"rule {raw!r} would delete other users; use pull or unset on users")
+        rules.append(CascadeRule(collection, path, action))
+    return tuple(rules)
+
+
 class UsernameSource(StrEnum):
     """Where a local username came from; Clerk's own usernames outrank derived ones."""
 

@@ -148,17 +148,20 @@ class UserStore:
                 created = written.upserted_id is not None
                 if created and self.is_deleted(user.clerk_id):
                     # The id was deleted before the insert landed: undo it.
-                    self.users.delete_many({"clerkId": user.clerk_id})
+                    self._erase_user(user.clerk_id, [written.upserted_id])
                     return UpsertResult(Outcome.STALE)
                 return UpsertResult(Outcome.APPLIED, created=created)
         raise UsernameConflict(f"write for {user.clerk_id} still contested after retries")
 
     def delete(self, clerk_id: str, delivery_id: str | None = None) -> Outcome:
-        """Remove the user, remember the id forever, and pull it from every follow list.
+        """Remove the user, remember the id forever, and erase what points at it.
 
-        The tombstone is written before the document is removed, and inserts check for
-        it after they land: whichever order the two race in, the user stays deleted.
-        A retry after a crash pulls the remembered ``_id`` again, so cleanup completes.
+        The tombstone is written first, and inserts check for it after they land:
+        whichever order the two race in, the user stays deleted. The document goes
+        last, after the follow lists, the ``DELETE_CASCADE`` rules and the event log's
+        payloads: a deletion interrupted by a crash still finds the document when it is
+        retried (Svix's redelivery, the next reconcile or sync) and finishes; one that
+        finds a tombstone and no document had finished.
         """
         self.ensure_indexes()
         with _unavailable_on_error():
@@ -171,15 +174,10 @@ class UserStore:
             before = self.tombstones.find_one_and_update(
                 {"_id": clerk_id}, update, upsert=True, return_document=ReturnDocument.BEFORE
             )
-            removed = self.users.delete_many({"clerkId": clerk_id}).deleted_count
-            object_ids = list((before or {}).get("objectIds", []))
-            if doc is not None:
-                object_ids.append(doc["_id"])
-            self._pull_follow_references(object_ids)
-            erase_payloads(self.db, [clerk_id])
-        if removed or before is None:
-            return Outcome.DELETED
-        return Outcome.DUPLICATE
+            if doc is None and before is not None:
+                return Outcome.DUPLICATE
+            self._erase_user(clerk_id, [] if doc is None else [doc["_id"]])
+        return Outcome.DELETED
 
     def upsert_many_if_newer(self, users: list[LocalUser]) -> list[Outcome]:
         """``upsert_if_newer`` for a page of users in one bulk write, outcome per user.
@@ -329,8 +327,7 @@ class UserStore:
         if doc is None:
             return None
         if doc["tombstone"]:
-            self.users.delete_many({"clerkId": user.clerk_id})
-            self._pull_follow_references([doc["_id"]])
+            self._erase_user(user.clerk_id, [doc["_id"]])
             return Outcome.STALE
         if "clerkUpdatedAt" not in doc:
             # A document written before this service (e.g. by the old login hook):
@@ -392,6 +389,22 @@ class UserStore:
         except DuplicateKeyError as exc:
             raise UsernameConflict(f"cannot move {holder['clerkId']} off {username!r}") from exc
         return username
+
+    def _erase_user(self, clerk_id: str, object_ids: list[ObjectId]) -> None:
+        """Everything a deletion does after its tombstone, each step idempotent, one
+        command each, and the user's document last (see ``delete``)."""
+        self._pull_follow_references(object_ids)
+        references = [*object_ids, clerk_id]
+        for rule in self.cascade:
+            target, match = self.db[rule.collection], {rule.field: {"$in": references}}
+            if rule.action == "delete":
+                target.delete_many(match)
+            elif rule.action == "pull":
+                target.update_many(match, {"$pull": {rule.field: {"$in": references}}})
+            else:
+                target.update_many(match, {"$set": {rule.field: None}})
+        erase_payloads(self.db, [clerk_id])
+        self.users.delete_many({"clerkId": clerk_id})
 
     def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
         if not object_ids:
