@@ -276,6 +276,7 @@ def sync_app(make_app, fake):
         clerk_secret_key=fake.secret_key,
         clerk_jwt_key=instance_keys().public_pem,
         authorized_parties=(DEFAULT_AZP,),
+        require_azp=True,  # web-only: a token without azp is refused too
         clerk_timeout_ms=500,
         clerk_retry_budget_ms=100,
     )

@@ -379,3 +379,26 @@ def test_without_clerk_secret_key_sync_is_503_and_webhooks_still_work(build_app,
     assert fake_clerk.requests == []
     assert deliver(client, "user.created", clerk_user) == "applied"
     assert db.users.find_one({"clerkId": clerk_user["id"]})["email"] == "ada.primary@example.com"
+
+
+# -- azp and native apps ---------------------------------------------------------------
+
+
+def test_a_native_app_token_without_azp_syncs_while_parties_are_configured(client, clerk_user, db):
+    """The Expo app's token has no ``azp`` (no Origin header); the web app's list must not lock it out."""
+    response = post_sync(client, token=mint_token(sub=clerk_user["id"], omit=["azp"]))
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert db.users.find_one({"clerkId": clerk_user["id"]})["email"] == "ada.primary@example.com"
+
+
+def test_with_azp_required_a_token_without_it_is_401_and_writes_nothing(build_app, clerk_user, fake_clerk):
+    app = build_app(require_azp=True)
+    fake_clerk.clear_requests()
+
+    response = post_sync(app.test_client(), token=mint_token(sub=clerk_user["id"], omit=["azp"]))
+
+    assert response.status_code == 401
+    assert "no azp claim" in response.get_json()["detail"]
+    assert fake_clerk.request_count("/v1/users") == 0
+    assert app.extensions["webhook_service"].db.users.count_documents({}) == 0

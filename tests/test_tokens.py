@@ -174,8 +174,23 @@ def test_azp_not_among_authorized_parties_is_rejected(verifier):
     rejected(verifier, bearer(mint_token(azp="https://evil.example")))
 
 
-def test_missing_azp_is_rejected_when_parties_are_configured(verifier):
-    rejected(verifier, bearer(mint_token(omit=["azp"])))
+def test_a_native_app_token_without_azp_is_accepted_when_parties_are_configured(verifier):
+    """Expo/React Native sends no Origin, so Clerk mints its tokens without ``azp``."""
+    assert verifier.verify(bearer(mint_token(sub="user_native", omit=["azp"]))) == "user_native"
+
+
+def test_missing_azp_is_rejected_when_azp_is_required():
+    web_only = SessionTokenVerifier(
+        jwt_key=instance_keys().public_pem, authorized_parties=(DEFAULT_AZP,), require_azp=True
+    )
+    with pytest.raises(TokenError, match="no azp claim"):
+        web_only.verify(bearer(mint_token(omit=["azp"])))
+    assert web_only.verify(bearer(mint_token(sub="user_web"))) == "user_web"
+
+
+@pytest.mark.parametrize("azp", ["", None, [DEFAULT_AZP], DEFAULT_AZP + "/"])
+def test_an_azp_that_is_present_must_be_on_the_list(verifier, azp):
+    rejected(verifier, bearer(mint_token(azp=azp)))
 
 
 # -- keys and algorithms ----------------------------------------------------------

@@ -175,7 +175,7 @@ REJECTED_AUTHORIZATIONS: dict[str, Callable[[str], str | None]] = {
     "not-yet-valid": lambda sub: bearer(mint_token(sub=sub, now=time.time() + 3600)),
     "wrong-key": lambda sub: bearer(mint_token(other_keys(), sub=sub)),
     "wrong-azp": lambda sub: bearer(mint_token(sub=sub, azp="https://evil.example")),
-    "no-azp": lambda sub: bearer(mint_token(sub=sub, omit=["azp"])),
+    "empty-azp": lambda sub: bearer(mint_token(sub=sub, azp="")),
     "none-alg": lambda sub: bearer(unsigned_token(session_claims(sub=sub))),
     "hs256-public-pem": lambda sub: bearer(hmac_token(session_claims(sub=sub), instance_keys().public_pem)),
     "hs256-flat-pem": lambda sub: bearer(

@@ -56,7 +56,10 @@ def build_services(config: Config, db: Database | None = None) -> Services:
     else:
         log.warning("CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503")
     tokens = SessionTokenVerifier(
-        jwt_key=config.clerk_jwt_key, authorized_parties=config.authorized_parties, jwks=jwks
+        jwt_key=config.clerk_jwt_key,
+        authorized_parties=config.authorized_parties,
+        require_azp=config.require_azp,
+        jwks=jwks,
     )
     return Services(
         config=config,

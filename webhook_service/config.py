@@ -29,6 +29,7 @@ class Config:
     clerk_secret_key: str | None = field(default=None, repr=False)
     clerk_jwt_key: str | None = field(default=None, repr=False)
     authorized_parties: tuple[str, ...] = ()
+    require_azp: bool = False
     clerk_api_url: str = "https://api.clerk.com"
     event_retention_days: float = 7.0
     log_format: str = "text"
@@ -49,6 +50,7 @@ class Config:
             authorized_parties=tuple(
                 p.strip() for p in env.get("CLERK_AUTHORIZED_PARTIES", "").split(",") if p.strip()
             ),
+            require_azp=_flag(env, "CLERK_REQUIRE_AZP"),
             clerk_api_url=_api_base(env.get("CLERK_API_URL", "")) or cls.clerk_api_url,
             event_retention_days=_number(env, "EVENT_RETENTION_DAYS", 7.0, float),
             log_format=env.get("LOG_FORMAT", "text").strip().lower() or "text",
@@ -107,6 +109,15 @@ def _api_base(raw: str) -> str:
     make every user look missing (404), and sync deletes users Clerk says are gone."""
     base = raw.strip().rstrip("/")
     return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _cascade(raw: str) -> tuple[CascadeRule, ...]:

@@ -1,7 +1,8 @@
 """Clerk session-token verification for the sync route.
 
 The SDK's ``authenticate_request`` does the cryptography. Around it we close the
-gaps the facts sheet lists: only the Authorization header is read (a cookie would
+gaps the facts sheet lists: native-app tokens carry no ``azp`` (see ``_check_azp``),
+only the Authorization header is read (a cookie would
 let a browser on another site spend the user's session), only session tokens are
 accepted (other shapes make the SDK call Clerk's API), ``exp`` and ``sub`` are
 required, and without ``CLERK_JWT_KEY`` the JWKS fetch is ours, with a timeout.
@@ -47,10 +48,12 @@ class SessionTokenVerifier:
         *,
         jwt_key: str | None,
         authorized_parties: tuple[str, ...] = (),
+        require_azp: bool = False,
         jwks: JwksCache | None = None,
     ) -> None:
         self._jwt_key = jwt_key
-        self._parties = list(authorized_parties) or None
+        self._parties = frozenset(authorized_parties)
+        self._require_azp = require_azp
         self._jwks = jwks
 
     def verify(self, authorization: str | None) -> str:
@@ -58,7 +61,7 @@ class SessionTokenVerifier:
         token = _bearer_token(authorization)
         key = self._jwt_key or self._remote_key(token)
         options = AuthenticateRequestOptions(
-            jwt_key=key, authorized_parties=self._parties, accepts_token=["session_token"]
+            jwt_key=key, authorized_parties=None, accepts_token=["session_token"]
         )
         try:
             state = authenticate_request(_HeadersOnly({"Authorization": f"Bearer {token}"}), options)
@@ -67,7 +70,23 @@ class SessionTokenVerifier:
         if not state.is_signed_in:
             reason = getattr(state.reason, "name", None) or "invalid"
             raise TokenError(f"session token rejected: {reason.lower()}")
-        return _checked_subject(state.payload or {})
+        payload = state.payload or {}
+        self._check_azp(payload)
+        return _checked_subject(payload)
+
+    def _check_azp(self, payload: dict[str, Any]) -> None:
+        """``azp`` is the Origin of the request that minted the token. A browser always
+        sends Origin, so a token without ``azp`` comes from a native app (Expo), which
+        sends none: it is accepted unless ``CLERK_REQUIRE_AZP`` says the deployment is
+        web-only. An ``azp`` that is present must be on the list. (The SDK would reject
+        a missing ``azp`` outright, so the check is made here.)"""
+        if "azp" not in payload:
+            if self._require_azp:
+                raise TokenError("session token rejected: token has no azp claim (CLERK_REQUIRE_AZP)")
+            return
+        azp = payload["azp"]
+        if self._parties and not (isinstance(azp, str) and azp in self._parties):
+            raise TokenError("session token rejected: token_invalid_authorized_parties")
 
     def _remote_key(self, token: str) -> str:
         if self._jwks is None:
