@@ -297,8 +297,29 @@ def test_clerk_failure_is_5xx_and_writes_nothing(client, db, fake_clerk, clerk_u
 
     assert response.status_code in (502, 503)
     assert response.get_json()["error"] == "Clerk API unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
     assert db.users.count_documents({}) == 0
     assert db.deleted_users.count_documents({}) == 0
+
+
+@pytest.mark.parametrize(("clerk_says", "we_say"), [("30", "30"), ("3600", "60"), ("0.2", "1")])
+def test_a_rate_limited_sync_answers_503_with_clerks_retry_after_capped(
+    client, fake_clerk, clerk_user, clerk_says, we_say
+):
+    fake_clerk.fail_next(1, 429, headers={"Retry-After": clerk_says}, path_prefix="/v1/users")
+
+    response = post_sync(client, clerk_user["id"])
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == we_say
+
+
+def test_every_503_carries_retry_after(build_app, clerk_user):
+    unconfigured = build_app(clerk_secret_key=None)
+
+    response = post_sync(unconfigured.test_client(), clerk_user["id"])
+
+    assert response.status_code == 503 and response.headers["Retry-After"] == "300"
 
 
 @pytest.mark.timeout(30)

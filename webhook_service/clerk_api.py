@@ -15,14 +15,16 @@ from clerk_backend_api import Clerk, models
 from clerk_backend_api.utils import BackoffStrategy, RetryConfig
 
 PAGE_SIZE = 500  # the most Clerk returns per page
+ORIGINAL_RETRY_AFTER = "x-clerk-retry-after"
 
 
 class ClerkUnavailable(Exception):
     """Clerk's API failed, timed out or rate-limited us; retrying later is right."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s  # what Clerk's Retry-After asked for, if it said
 
 
 class ClerkUserNotFound(Exception):
@@ -95,6 +97,13 @@ class ClerkAPI:
         return found
 
 
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the caller falls back to its own backoff
+
+
 def _cap_retry_after(response: httpx.Response, cap_s: float) -> None:
     value = response.headers.get("retry-after")
     if value is None:
@@ -104,6 +113,7 @@ def _cap_retry_after(response: httpx.Response, cap_s: float) -> None:
     except ValueError:
         too_long = True  # an HTTP date: treat as "later than we can wait"
     if too_long:
+        response.headers[ORIGINAL_RETRY_AFTER] = value  # for the caller's own Retry-After
         response.headers["retry-after"] = str(cap_s)
 
 
@@ -116,6 +126,8 @@ def _translated_errors() -> Iterator[None]:
         status = getattr(exc, "status_code", None)
         if status == 404:
             raise ClerkUserNotFound("Clerk has no such user") from exc
-        raise ClerkUnavailable(f"Clerk API answered {status}", status) from exc
+        headers = getattr(exc, "headers", None) or {}
+        retry_after = _seconds(headers.get(ORIGINAL_RETRY_AFTER) or headers.get("retry-after"))
+        raise ClerkUnavailable(f"Clerk API answered {status}", status, retry_after) from exc
     except httpx.HTTPError as exc:
         raise ClerkUnavailable(f"Clerk API unreachable: {type(exc).__name__}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -14,35 +15,51 @@ from ..tokens import TokenError, VerifierUnavailable
 bp = Blueprint("sync", __name__)
 log = logging.getLogger("webhook_service.sync")
 
+# Every 5xx carries Retry-After so the app knows when to come back: Clerk's own value
+# when it rate-limited us (capped), else a short backoff.
+RETRY_AFTER_DEFAULT_S = 5
+RETRY_AFTER_MAX_S = 60
+RETRY_AFTER_UNCONFIGURED_S = 300
+
 
 @bp.post("/api/users/sync")
 def sync_current_user():
     services = current_app.extensions["webhook_service"]
-    status, body = _sync(services)
+    status, body, retry_after = _sync(services)
     services.metrics.sync(status)
-    return jsonify(body), status
+    response = jsonify(body)
+    if status >= 500:
+        response.headers["Retry-After"] = str(retry_after or RETRY_AFTER_DEFAULT_S)
+    return response, status
 
 
-def _sync(services) -> tuple[int, dict]:
+def _sync(services) -> tuple[int, dict, int | None]:
     if services.clerk is None:
-        return 503, {"error": "sync not configured", "detail": "CLERK_SECRET_KEY is not set"}
+        detail = "CLERK_SECRET_KEY is not set"
+        return 503, {"error": "sync not configured", "detail": detail}, RETRY_AFTER_UNCONFIGURED_S
     try:
         clerk_id = services.tokens.verify(request.headers.get("Authorization"))
     except TokenError as exc:
-        return 401, {"error": "unauthorized", "detail": str(exc)}
+        return 401, {"error": "unauthorized", "detail": str(exc)}, None
     except VerifierUnavailable as exc:
-        return 503, {"error": "token verification unavailable", "detail": str(exc)}
+        return 503, {"error": "token verification unavailable", "detail": str(exc)}, None
     try:
         result = sync_user(services.store, services.clerk, clerk_id)
     except SyncedUserGone:
         log.info("sync user=%s outcome=deleted", clerk_id)
-        return 404, {"error": "user not found", "detail": "Clerk has no such user"}
+        return 404, {"error": "user not found", "detail": "Clerk has no such user"}, None
     except ClerkUnavailable as exc:
         log.warning("sync user=%s clerk api failed: %s", clerk_id, exc)
         status = 503 if exc.status in (None, 429) else 502
-        return status, {"error": "Clerk API unavailable", "detail": str(exc)}
+        return status, {"error": "Clerk API unavailable", "detail": str(exc)}, _clerk_retry_after(exc)
     except StoreUnavailable as exc:
         services.metrics.db_error()
-        return 503, {"error": "database unavailable", "detail": str(exc)}
+        return 503, {"error": "database unavailable", "detail": str(exc)}, None
     log.info("sync user=%s outcome=%s", clerk_id, "created" if result.created else "refreshed")
-    return (201 if result.created else 200), result.user
+    return (201 if result.created else 200), result.user, None
+
+
+def _clerk_retry_after(exc: ClerkUnavailable) -> int | None:
+    if exc.retry_after_s is None:
+        return None
+    return min(max(math.ceil(exc.retry_after_s), 1), RETRY_AFTER_MAX_S)
