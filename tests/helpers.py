@@ -80,7 +80,7 @@ def deliver(client, event_type: str, data: dict[str, Any]) -> str:
 # Every field of a user document the service writes, and nothing else (reconcile adds
 # ``reconcileRun``): no bookkeeping is left behind on a document.
 USER_DOC_FIELDS = frozenset(
-    ("_id", "clerkId", "email", "firstName", "lastName", "username", "profilePicture")
+    ("_id", "clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
     + ("usernameLower", "usernameSource", "clerkUpdatedAt", "lastDeliveryId", "updatedAt", "createdAt")
     + ("bannerImage", "bio", "location", "followers", "following")
 )
@@ -99,6 +99,7 @@ def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> No
     assert doc["usernameSource"] == expected.username_source.value
     assert doc["profilePicture"] == expected.profile_picture
     assert doc["clerkUpdatedAt"] == data["updated_at"]
+    assert (doc["banned"], doc["locked"]) == (expected.banned, expected.locked)
 
 
 def one_line_error(result: Result) -> str:

@@ -389,7 +389,16 @@ def test_map_clerk_user_clerk_fields_use_app_field_names() -> None:
         "lastName": user["last_name"],
         "username": "Eve",
         "profilePicture": "https://i/e.png",
+        "banned": False,
+        "locked": False,
     }
+
+
+def test_map_clerk_user_keeps_banned_and_locked_as_booleans() -> None:
+    user = make_clerk_user("user_2flags", banned=True, locked=True)
+    assert (map_clerk_user(user).banned, map_clerk_user(user).locked) == (True, True)
+    odd = dict(user, banned="yes", locked=None)  # anything but true is not banned
+    assert (map_clerk_user(odd).banned, map_clerk_user(odd).locked) == (False, False)
 
 
 _idn = st.sampled_from(["idn_1", "idn_2", "idn_3"])

@@ -549,3 +549,15 @@ def test_rejected_delivery_log_line_carries_no_body_or_secret(client, delivery_l
     assert "rejected" in text and headers["svix-id"] in text
     assert "attacker.person" not in text and "tampered.person" not in text
     assert TEST_SECRET.removeprefix("whsec_") not in text
+
+
+def test_banned_and_locked_are_kept_so_directory_sync_deprovisioning_reaches_the_app(client, db):
+    user = clerk_user(new_id(), 1, email="scim@example.com")
+    assert post(client, created(user)).status_code == 200
+    assert (db.users.find_one({"clerkId": user["id"]})["banned"]) is False
+
+    deprovisioned = dict(user, updated_at=user["updated_at"] + 1, banned=True, locked=True)
+    assert post(client, updated(deprovisioned)).get_json() == {"outcome": "applied"}
+
+    doc = db.users.find_one({"clerkId": user["id"]})
+    assert doc["banned"] is True and doc["locked"] is True

@@ -115,6 +115,8 @@ class LocalUser:
     username_source: UsernameSource
     profile_picture: str
     clerk_updated_at: int
+    banned: bool = False
+    locked: bool = False
 
     def clerk_fields(self) -> dict[str, Any]:
         """The fields sync owns, under the app's own field names."""
@@ -125,6 +127,8 @@ class LocalUser:
             "lastName": self.last_name,
             "username": self.username,
             "profilePicture": self.profile_picture,
+            "banned": self.banned,
+            "locked": self.locked,
         }
 
 
@@ -244,6 +248,9 @@ def map_clerk_user(user: Mapping[str, Any]) -> LocalUser:
         username_source=source,
         profile_picture=_text(user.get("image_url")),
         clerk_updated_at=int(user["updated_at"]),
+        # Directory Sync deprovisioning arrives as a user.updated with the user banned.
+        banned=user.get("banned") is True,
+        locked=user.get("locked") is True,
     )
 
 

@@ -17,6 +17,8 @@ PUBLIC_FIELDS = (
     "lastName",
     "username",
     "profilePicture",
+    "banned",
+    "locked",
     "bannerImage",
     "bio",
     "location",

@@ -39,7 +39,8 @@ APP_OWNED_DEFAULTS: dict[str, Any] = {
 # Every field the service writes on a user document (a unique index on any of them,
 # other than the ones the service keeps unique itself, conflicts with it).
 WRITTEN_FIELDS = frozenset(
-    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "usernameLower")
+    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
+    + ("usernameLower",)
     + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "updatedAt", "createdAt")
     + tuple(APP_OWNED_DEFAULTS)
 )
