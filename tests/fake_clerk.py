@@ -225,12 +225,14 @@ class FakeClerkAPI(Running):
         users: Iterable[dict[str, Any]] | Mapping[str, dict[str, Any]] | None = None,
         jwks_public_key_pem: str | bytes | None = None,
         jwks_kid: str = DEFAULT_INSTANCE_ID,
+        max_offset: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.secret_key = secret_key
         self.jwks_public_key_pem = jwks_public_key_pem
         self.jwks_kid = jwks_kid
+        self.max_offset = max_offset  # offsets past this answer 504, as Clerk's time out
         self.requests: list[RecordedRequest] = []
         self._host = host
         self._port = port
@@ -503,7 +505,21 @@ class FakeClerkAPI(Running):
             return self._invalid("order_by", f"order_by must be one of {', '.join(_SORTABLE_FIELDS)}")
         ids = self._filtered_ids(req, sort_field)
         total = len(ids)
-        if descending:
+        if self.max_offset is not None and offset > self.max_offset:
+            return self._json(504, _fault_body(504))  # Clerk: large offsets eventually time out
+        cursor = req.args.get("starting_after")
+        if cursor is not None:
+            if offset:
+                return self._invalid("starting_after", "starting_after cannot be combined with offset")
+            if sort_field != "created_at":
+                return self._invalid("order_by", "starting_after requires ordering by created_at")
+            ordered = ids[::-1] if descending else ids
+            try:
+                start = ordered.index(cursor) + 1
+            except ValueError:
+                return self._invalid("starting_after", "starting_after must be the id of a listed user")
+            page_ids = ordered[start : start + limit]
+        elif descending:
             end = max(total - offset, 0)
             page_ids = ids[max(end - limit, 0) : end][::-1]
         else:

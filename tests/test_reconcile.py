@@ -175,7 +175,11 @@ def test_two_thousand_users_across_pages_are_created_with_mapped_fields_and_reru
     )
     pages = list_requests(fake_clerk)
     assert {r.query["limit"] for r in pages} == {"500"}
-    assert [r.query["offset"] for r in pages] == ["0", "500", "1000", "1500", "2000"]
+    ordered = sorted(bulk + special, key=lambda u: (u["created_at"], u["id"]))
+    assert not any("offset" in r.query for r in pages), "a large offset times out on Clerk's side"
+    cursors = [None] + [ordered[i]["id"] for i in (499, 999, 1499, 1999)]
+    assert [r.query.get("starting_after") for r in pages] == cursors
+    assert {r.query["order_by"].lstrip("+ ") for r in pages} == {"created_at"}
     assert db.users.count_documents({}) == total
     by_id = {d["clerkId"]: d for d in db.users.find()}
     for user in bulk + special:
@@ -460,7 +464,8 @@ def test_rate_limit_and_server_errors_mid_run_are_retried_and_reconcile_complete
         result, "reconciled: 510 Clerk users in 2 pages: created 510, updated 0, unchanged 0, deleted 1"
     )
     # Page 2 was asked for four times: 429, 502, 502, then served.
-    assert [r.query["offset"] for r in list_requests(fake_clerk)] == ["0", "500", "500", "500", "500"]
+    cursor = sorted(users, key=lambda u: (u["created_at"], u["id"]))[PAGE - 1]["id"]
+    assert [r.query.get("starting_after") for r in list_requests(fake_clerk)] == [None] + [cursor] * 4
     assert_local_users_are(db, users)
     assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
 
@@ -473,7 +478,8 @@ def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, clien
 
     error = one_line_error(stopped)
     assert error == (
-        "Error: reconcile stopped: Clerk API answered 503. So far: 500 Clerk users in 1 pages: "
+        "Error: reconcile stopped: Clerk API answered 503 (The service is temporarily unavailable.). "
+        "So far: 500 Clerk users in 1 pages: "
         "created 500, updated 0, unchanged 0, deleted 0. Rerunning is safe."
     )
     assert db.users.count_documents({}) == 501
@@ -546,3 +552,51 @@ def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fa
     assert_summary(real, "reconciled: 6 Clerk users in 1 pages: created 3, updated 1, unchanged 2, deleted 2")
     assert doc(db, stale["id"])["firstName"] == "After"
     assert all(doc(db, u["id"]) is None for u in gone)
+
+
+# -- Clerk's API as it is today -----------------------------------------------------------
+
+
+def with_values_the_sdk_does_not_know(user: dict[str, Any]) -> dict[str, Any]:
+    """Clerk adds verification kinds and statuses; the SDK's enums are closed."""
+    odd = dict(user, brand_new_field={"nested": True})
+    odd["email_addresses"] = [
+        dict(e, verification={"object": "verification_passkey_v2", "status": "pending_review"})
+        for e in user["email_addresses"]
+    ]
+    return odd
+
+
+def test_users_with_values_the_sdk_does_not_know_reconcile_with_the_right_email(app, db, fake_clerk):
+    odd = with_values_the_sdk_does_not_know(make_clerk_user(seed="odd-enum", email="odd@example.com"))
+    fake_clerk.users = [*make_users(3, seed="plain"), odd]
+
+    expected = "reconciled: 4 Clerk users in 1 pages: created 4, updated 0, unchanged 0, deleted 0"
+    assert_summary(run(app), expected)
+    assert doc(db, odd["id"])["email"] == "odd@example.com"
+
+
+def test_reconcile_walks_past_the_offset_limit_with_the_cursor(app, db, make_app, fake_clerk):
+    fake_clerk.max_offset = 500  # larger offsets time out, as Clerk's spec warns
+    fake_clerk.users = make_users(1_200, seed="cursor")
+
+    assert_summary(
+        run(app), "reconciled: 1200 Clerk users in 3 pages: created 1200, updated 0, unchanged 0, deleted 0"
+    )
+    assert db.users.count_documents({}) == 1_200
+
+
+def test_a_422_from_clerk_names_the_parameter(app, fake_clerk):
+    fake_clerk.users = make_users(2, seed="422")
+    error_body = {"errors": [{
+        "code": "form_param_value_invalid",
+        "message": "is invalid",
+        "long_message": "starting_after cannot be combined with offset",
+        "meta": {"param_name": "starting_after"},
+    }]}
+    fake_clerk.fail_next(1, 422, body=error_body, path_prefix="/v1/users")
+
+    error = one_line_error(run(app))
+
+    assert "Clerk API answered 422: parameter 'starting_after' rejected" in error
+    assert "answered 200" not in error

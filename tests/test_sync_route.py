@@ -423,3 +423,17 @@ def test_with_azp_required_a_token_without_it_is_401_and_writes_nothing(build_ap
     assert "no azp claim" in response.get_json()["detail"]
     assert fake_clerk.request_count("/v1/users") == 0
     assert app.extensions["webhook_service"].db.users.count_documents({}) == 0
+
+
+def test_a_user_with_values_the_sdk_does_not_know_syncs_with_the_right_email(client, fake_clerk, db):
+    user = make_clerk_user(seed="sync-odd", email="odd.sync@example.com")
+    user["email_addresses"] = [
+        dict(e, verification={"object": "verification_passkey_v2", "status": "pending_review"})
+        for e in user["email_addresses"]
+    ]
+    fake_clerk.add_user(dict(user, a_field_clerk_added_later=[1, 2]))
+
+    response = post_sync(client, user["id"])
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["email"] == "odd.sync@example.com"

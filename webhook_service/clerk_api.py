@@ -1,25 +1,31 @@
-"""Clerk's Backend API, through the official SDK, with every wait bounded.
+"""Clerk's Backend API for users, read as raw JSON, with every wait bounded.
 
-The SDK's default retry policy keeps trying for up to an hour; here each request has
-a timeout and a short, explicit retry budget, so a sync call answers within seconds.
+The SDK (clerk-backend-api) is kept where it serves: verifying session tokens
+(``tokens.py``). Its users API is left alone because it makes the service fragile:
+it parses every answer into closed enums, so a verification kind or status that
+Clerk adds turns a 200 into an exception, and it cannot page with ``starting_after``,
+the cursor Clerk's spec asks for on large lists. Here a user is the JSON Clerk sent,
+mapped by the same ``map_clerk_user`` as a webhook's ``data``.
+
+Each request has a timeout and an explicit retry budget (5xx and connection errors;
+429 too where the caller asks, honouring ``Retry-After`` up to a cap).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from clerk_backend_api import Clerk, models
-from clerk_backend_api.utils import BackoffStrategy, RetryConfig
 
 PAGE_SIZE = 500  # the most Clerk returns per page
-ORIGINAL_RETRY_AFTER = "x-clerk-retry-after"
+EXISTING_IDS_CHUNK = 100
 
 
 class ClerkUnavailable(Exception):
-    """Clerk's API failed, timed out or rate-limited us; retrying later is right."""
+    """Clerk's API failed, timed out, refused or rate-limited us; retrying later is right."""
 
     def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -42,59 +48,119 @@ class ClerkAPI:
         retry_statuses: tuple[str, ...] = ("5XX",),
         max_retry_after_s: float = 1.0,
         on_status: Callable[[int | str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        retries = RetryConfig(
-            "backoff",
-            BackoffStrategy(200, 2000, 2.0, retry_budget_ms, jitter_ms=100),
-            retry_connection_errors=True,
-            status_codes_override=list(retry_statuses),
+        self._client = httpx.Client(
+            base_url=server_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {secret_key}", "Accept": "application/json"},
+            timeout=timeout_ms / 1000,
         )
-
-        def on_response(response: httpx.Response) -> None:
-            # The SDK sleeps for whatever Retry-After says; cap it so that one answer
-            # cannot stall a request past its budget.
-            _cap_retry_after(response, max_retry_after_s)
-            if on_status is not None:
-                on_status(response.status_code)
-
-        self._sdk = Clerk(
-            client=httpx.Client(event_hooks={"response": [on_response]}),
-            bearer_auth=secret_key,
-            server_url=server_url,
-            retry_config=retries,
-            timeout_ms=timeout_ms,
-        )
+        self._budget_s = retry_budget_ms / 1000
+        self._retry_429 = "429" in retry_statuses
+        self._retry_5xx = "5XX" in retry_statuses
+        self._max_retry_after_s = max_retry_after_s
+        self._on_status = on_status or (lambda status: None)
+        self._sleep = sleep
 
     def get_user(self, user_id: str) -> dict[str, Any]:
-        """The user as Clerk's JSON shape (the same keys a webhook's ``data`` has)."""
-        with _translated_errors():
-            user = self._sdk.users.get(user_id=user_id)
-        return user.model_dump(mode="json", by_alias=True)
+        """The user as Clerk's JSON (the same keys a webhook's ``data`` has)."""
+        response = self._get(f"/users/{user_id}")
+        if response.status_code == 404:
+            raise ClerkUserNotFound("Clerk has no such user")
+        user = _json(response)
+        if not isinstance(user, dict):
+            raise ClerkUnavailable("Clerk API sent a user that is not a JSON object", response.status_code)
+        return user
 
     def iter_user_pages(self, page_size: int = PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
-        """Every Clerk user, one page at a time, oldest first so new sign-ups land last."""
-        offset = 0
+        """Every Clerk user, a page at a time, oldest first so new sign-ups land last.
+
+        Walks the cursor (``starting_after`` the last id of the previous page) and never
+        sends an ``offset``: large offsets slow down and time out on Clerk's side.
+        """
+        params: dict[str, Any] = {"limit": page_size, "order_by": "+created_at"}
         while True:
-            with _translated_errors():
-                page = self._sdk.users.list(
-                    request={"limit": page_size, "offset": offset, "order_by": "+created_at"}
-                )
-            if not page:
-                return
-            yield [u.model_dump(mode="json", by_alias=True) for u in page]
+            page = self._list(params)
+            if page:
+                yield page
             if len(page) < page_size:
                 return
-            offset += len(page)
+            last = page[-1].get("id") if isinstance(page[-1], dict) else None
+            if not isinstance(last, str):
+                raise ClerkUnavailable("Clerk API sent a page whose last user has no id")
+            params = dict(params, starting_after=last)
 
     def existing_ids(self, user_ids: list[str]) -> set[str]:
         """Which of these ids Clerk still has (one list call per 100 ids)."""
         found: set[str] = set()
-        for start in range(0, len(user_ids), 100):
-            chunk = user_ids[start : start + 100]
-            with _translated_errors():
-                page = self._sdk.users.list(request={"user_id": chunk, "limit": len(chunk)})
-            found.update(u.id for u in page)
+        for start in range(0, len(user_ids), EXISTING_IDS_CHUNK):
+            chunk = user_ids[start : start + EXISTING_IDS_CHUNK]
+            page = self._list({"user_id": chunk, "limit": len(chunk)})
+            found.update(u["id"] for u in page if isinstance(u, dict) and isinstance(u.get("id"), str))
         return found
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- transport -------------------------------------------------------------------
+
+    def _list(self, params: dict[str, Any]) -> list[Any]:
+        page = _json(self._get("/users", params))
+        if not isinstance(page, list):
+            raise ClerkUnavailable("Clerk API sent a user list that is not a JSON array")
+        return page
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        """GET with retries inside the budget. Returns a 2xx or a 404; raises otherwise."""
+        deadline = time.monotonic() + self._budget_s
+        backoff = 0.2
+        while True:
+            try:
+                response = self._client.get(path, params=params)
+            except httpx.HTTPError as exc:
+                failure = ClerkUnavailable(f"Clerk API unreachable: {type(exc).__name__}")
+                wait = backoff
+            else:
+                self._on_status(response.status_code)
+                status = response.status_code
+                if status < 400 or status == 404:
+                    return response
+                failure = _refusal(response)
+                if not (status == 429 and self._retry_429 or status >= 500 and self._retry_5xx):
+                    raise failure
+                wait = backoff
+                if status == 429 and failure.retry_after_s is not None:
+                    wait = min(failure.retry_after_s, self._max_retry_after_s)
+            if time.monotonic() + wait > deadline:
+                raise failure
+            self._sleep(wait + random.uniform(0, 0.1))
+            backoff = min(backoff * 2, 2.0)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ClerkUnavailable(
+            f"Clerk API sent a body that is not JSON (HTTP {response.status_code})", response.status_code
+        ) from None
+
+
+def _refusal(response: httpx.Response) -> ClerkUnavailable:
+    """A non-2xx answer as an error that says what failed, naming the parameter of a 422."""
+    status = response.status_code
+    message = f"Clerk API answered {status}"
+    try:
+        error = response.json()["errors"][0]
+        detail = error.get("long_message") or error.get("message")
+        param = (error.get("meta") or {}).get("param_name")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        detail = param = None
+    if param:
+        message += f": parameter {param!r} rejected"
+    if detail:
+        message += f" ({detail})"
+    return ClerkUnavailable(message, status, _seconds(response.headers.get("retry-after")))
 
 
 def _seconds(value: str | None) -> float | None:
@@ -102,32 +168,3 @@ def _seconds(value: str | None) -> float | None:
         return max(float(value), 0.0) if value is not None else None
     except ValueError:
         return None  # an HTTP date: the caller falls back to its own backoff
-
-
-def _cap_retry_after(response: httpx.Response, cap_s: float) -> None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return
-    try:
-        too_long = float(value) > cap_s
-    except ValueError:
-        too_long = True  # an HTTP date: treat as "later than we can wait"
-    if too_long:
-        response.headers[ORIGINAL_RETRY_AFTER] = value  # for the caller's own Retry-After
-        response.headers["retry-after"] = str(cap_s)
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    """Map SDK and transport failures onto the two errors callers act on."""
-    try:
-        yield
-    except models.ClerkBaseError as exc:
-        status = getattr(exc, "status_code", None)
-        if status == 404:
-            raise ClerkUserNotFound("Clerk has no such user") from exc
-        headers = getattr(exc, "headers", None) or {}
-        retry_after = _seconds(headers.get(ORIGINAL_RETRY_AFTER) or headers.get("retry-after"))
-        raise ClerkUnavailable(f"Clerk API answered {status}", status, retry_after) from exc
-    except httpx.HTTPError as exc:
-        raise ClerkUnavailable(f"Clerk API unreachable: {type(exc).__name__}") from exc
