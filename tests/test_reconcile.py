@@ -600,3 +600,16 @@ def test_a_422_from_clerk_names_the_parameter(app, fake_clerk):
 
     assert "Clerk API answered 422: parameter 'starting_after' rejected" in error
     assert "answered 200" not in error
+
+
+def test_a_user_that_cannot_be_mapped_is_skipped_named_and_counted(app, db, fake_clerk):
+    good = make_users(2, seed="mappable")
+    broken = dict(make_clerk_user(seed="no-version"), updated_at="yesterday")
+    fake_clerk.users = [*good, broken]
+
+    result = run(app)
+
+    assert_ok(result)
+    assert f"skipped {broken['id']}: no integer updated_at" in result.output
+    assert summary(result).endswith("created 2, updated 0, unchanged 0, deleted 0, skipped 1")
+    assert db.users.count_documents({}) == 2

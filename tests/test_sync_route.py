@@ -437,3 +437,14 @@ def test_a_user_with_values_the_sdk_does_not_know_syncs_with_the_right_email(cli
 
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.get_json()["email"] == "odd.sync@example.com"
+
+
+def test_a_user_clerk_sends_without_a_version_is_502_naming_it_not_a_500(client, fake_clerk, db):
+    user = fake_clerk.add_user(dict(make_clerk_user(seed="sync-noversion"), updated_at=None))
+
+    response = post_sync(client, user["id"])
+
+    assert response.status_code == 502
+    detail = response.get_json()["detail"]
+    assert detail == "Clerk API sent a user that cannot be stored: no integer updated_at"
+    assert db.users.count_documents({}) == 0

@@ -117,6 +117,8 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float) -> None:
         done = progress.last.summary() if progress.last else "nothing done"
         _fail(f"reconcile stopped: {exc}. So far: {done}. Rerunning is safe.")
     progress.close()
+    for clerk_id, reason in report.skipped:
+        click.echo(f"skipped {clerk_id}: {reason}")
     for clerk_id in report.would_delete:
         click.echo(f"would delete {clerk_id}")
     click.echo(("dry run: " if dry_run else "reconciled: ") + report.summary())

@@ -235,6 +235,19 @@ def choose_username(user: Mapping[str, Any], email: str | None) -> tuple[str, Us
     return fallback_username(user["id"]), UsernameSource.FALLBACK
 
 
+def unmappable_reason(user: Any) -> str | None:
+    """Why a Clerk User object from the Backend API cannot be stored, or None if it can.
+    Only what ordering needs is required: a string ``id`` and an integer ``updated_at``."""
+    if not isinstance(user, Mapping):
+        return "not a JSON object"
+    if not (isinstance(user.get("id"), str) and user["id"]):
+        return "no string id"
+    updated_at = user.get("updated_at")
+    if not isinstance(updated_at, int) or isinstance(updated_at, bool) or not 0 <= updated_at <= MAX_INT64:
+        return "no integer updated_at"
+    return None
+
+
 def map_clerk_user(user: Mapping[str, Any]) -> LocalUser:
     """Map a Clerk User object (webhook ``data`` or Backend API) to the local fields."""
     email = primary_email(user)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .clerk_api import ClerkAPI
-from .domain import Outcome, Plan, map_clerk_user, plan_user
+from .domain import Outcome, Plan, map_clerk_user, plan_user, unmappable_reason
 from .store import UserStore
 
 
@@ -33,12 +33,14 @@ class ReconcileReport:
     pages: int = 0
     dry_run: bool = False
     would_delete: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id or "?", why)
 
     def summary(self) -> str:
         verb = "would be " if self.dry_run else ""
+        skipped = f", skipped {len(self.skipped)}" if self.skipped else ""
         return (
             f"{self.seen} Clerk users in {self.pages} pages: {verb}created {self.created}, "
-            f"{verb}updated {self.updated}, unchanged {self.unchanged}, {verb}deleted {self.deleted}"
+            f"{verb}updated {self.updated}, unchanged {self.unchanged}, {verb}deleted {self.deleted}{skipped}"
         )
 
 
@@ -65,7 +67,14 @@ def reconcile(
 
 
 def _apply_page(store, page, report: ReconcileReport, run_id: str, seen: set[str] | None) -> None:
-    users = [map_clerk_user(u) for u in page]
+    users = []
+    for raw in page:
+        reason = unmappable_reason(raw)
+        if reason is None:
+            users.append(map_clerk_user(raw))
+        else:  # one odd user never aborts a page
+            user_id = raw.get("id") if isinstance(raw, dict) else None
+            report.skipped.append((user_id if isinstance(user_id, str) and user_id else "?", reason))
     ids = [u.clerk_id for u in users]
     local = store.versions(ids)
     deleted = store.deleted_among(ids)

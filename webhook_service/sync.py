@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .clerk_api import ClerkAPI, ClerkUserNotFound
-from .domain import Outcome, map_clerk_user
+from .clerk_api import ClerkAPI, ClerkUnavailable, ClerkUserNotFound
+from .domain import Outcome, map_clerk_user, unmappable_reason
 from .store import UserStore
 
 PUBLIC_FIELDS = (
@@ -50,6 +50,9 @@ def sync_user(store: UserStore, clerk: ClerkAPI, clerk_id: str) -> SyncResult:
     except ClerkUserNotFound:
         store.delete(clerk_id)
         raise SyncedUserGone(clerk_id) from None
+    reason = unmappable_reason(clerk_user)
+    if reason is not None:
+        raise ClerkUnavailable(f"Clerk API sent a user that cannot be stored: {reason}", 502)
     result = store.upsert_if_newer(map_clerk_user(clerk_user))
     doc = store.get(clerk_id)
     if doc is None or result.outcome is Outcome.STALE and store.is_deleted(clerk_id):
