@@ -75,7 +75,8 @@ def parse_cascade_rules(text: str) -> tuple[CascadeRule, ...]:
         names = [collection, *path.split(".")]
         if not path or not all(_NAME_PART.match(name) for name in names):
             raise ValueError(f"rule {raw!r} must name a collection and a field, without '$' or spaces")
-        if collection in _SERVICE_COLLECTIONS or collection.startswith("system"):
+        # "system.profile.x" splits as collection "system": refused, as every system.* is.
+        if collection in _SERVICE_COLLECTIONS or collection == "system":
             raise ValueError(f"rule {raw!r} names a collection the service owns")
         if collection == "users" and action == "delete":
             raise ValueError(f"rule {raw!r} would delete other users; use pull or unset on users")

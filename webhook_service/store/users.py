@@ -322,7 +322,8 @@ class UserStore:
         A deleted id's document is removed here. It exists only if an insert landed and
         its worker died before the tombstone check: Svix redelivers that unanswered
         delivery, the filter refuses it (same delivery, or older than a later write), and
-        the check is made here, in the same read that classifies the refusal.
+        the check is made here, in the same read that classifies the refusal. It is erased
+        as ``delete`` erases a user (follow lists, ``DELETE_CASCADE``, the document last).
         """
         doc = self._stored_version(user.clerk_id)
         if doc is None:
@@ -395,17 +396,22 @@ class UserStore:
         """Everything a deletion does after its tombstone, each step idempotent, one
         command each, and the user's document last (see ``delete``)."""
         self._pull_follow_references(object_ids)
-        references = [*object_ids, clerk_id]
+        references: list[ObjectId | str] = [*object_ids, clerk_id]
         for rule in self.cascade:
-            target, match = self.db[rule.collection], {rule.field: {"$in": references}}
-            if rule.action == "delete":
-                target.delete_many(match)
-            elif rule.action == "pull":
-                target.update_many(match, {"$pull": {rule.field: {"$in": references}}})
-            else:
-                target.update_many(match, {"$set": {rule.field: None}})
+            self._apply_cascade_rule(rule, references)
         erase_payloads(self.db, [clerk_id])
         self.users.delete_many({"clerkId": clerk_id})
+
+    def _apply_cascade_rule(self, rule: CascadeRule, references: list[ObjectId | str]) -> None:
+        """One ``DELETE_CASCADE`` rule as one bulk command over the documents whose
+        ``rule.field`` holds any of ``references`` (the user's ``_id``s and Clerk id)."""
+        target, match = self.db[rule.collection], {rule.field: {"$in": references}}
+        if rule.action == "delete":
+            target.delete_many(match)
+        elif rule.action == "pull":
+            target.update_many(match, {"$pull": {rule.field: {"$in": references}}})
+        else:
+            target.update_many(match, {"$set": {rule.field: None}})
 
     def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
         if not object_ids:
