@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import mongomock
 import pytest
@@ -11,7 +12,7 @@ from tests.helpers import fresh_database
 from tests.mongo_server import MongoServer
 from tests.mongomock_compat import patched_mongomock
 from tests.signing import TEST_SECRET
-from tests.tokens_util import instance_keys
+from tests.tokens_util import DEFAULT_AZP, instance_keys
 from webhook_service import Config, create_app
 from webhook_service.store import UserStore
 
@@ -88,6 +89,30 @@ def fake_clerk() -> Iterator[FakeClerkAPI]:
     """A running FakeClerkAPI whose JWKS serves the public half of ``instance_keys()``."""
     with FakeClerkAPI(jwks_public_key_pem=instance_keys().public_pem) as server:
         yield server
+
+
+@pytest.fixture
+def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
+    """Build an app wired to ``fake_clerk``, with small timeouts so failures answer fast.
+
+    Syncs pull from Clerk every time (``sync_min_interval_s=0``) unless a test sets the
+    interval; tests/test_sync_interval.py covers it.
+    """
+
+    def build(**overrides: Any) -> Flask:
+        values: dict[str, Any] = dict(
+            clerk_api_url=fake_clerk.url,
+            clerk_secret_key=fake_clerk.secret_key,
+            clerk_jwt_key=instance_keys().public_pem,
+            authorized_parties=(DEFAULT_AZP,),
+            clerk_timeout_ms=500,
+            clerk_retry_budget_ms=100,
+            sync_min_interval_s=0,
+        )
+        values.update(overrides)
+        return make_app(**values)
+
+    return build
 
 
 @pytest.fixture

@@ -15,11 +15,13 @@ from typing import Any
 from click.testing import Result
 from pymongo import MongoClient
 
-from tests.fake_clerk import clerk_id, make_clerk_user, make_webhook_event
+from tests.fake_clerk import FakeClerkAPI, clerk_id, make_clerk_user, make_webhook_event
 from tests.signing import signed_delivery
+from tests.tokens_util import bearer, mint_token
 from webhook_service.domain import map_clerk_user
 
 WEBHOOK = "/api/webhooks/clerk"
+SYNC = "/api/users/sync"
 T0 = 1_735_000_000_000  # a Clerk updated_at in ms
 
 
@@ -139,3 +141,21 @@ def database_down(mongo_server) -> Iterator[None]:
         yield
     finally:
         mongo_server.start()
+
+
+# -- POST /api/users/sync ----------------------------------------------------------------
+
+
+def post_sync(client, user_id: str | None = None, *, token: str | None = None, headers=None):
+    """POST /api/users/sync with a valid token for ``user_id`` unless told otherwise."""
+    if headers is None:
+        headers = {"Authorization": bearer(token or mint_token(sub=user_id))}
+    response = client.post(SYNC, headers=headers)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert response.is_json, response.get_data(as_text=True)
+    return response
+
+
+def user_requests(fake_clerk: FakeClerkAPI, user_id: str) -> list:
+    """The requests the fake received for this one user (``GET /v1/users/{id}``)."""
+    return [r for r in fake_clerk.requests if r.path == f"/v1/users/{user_id}"]

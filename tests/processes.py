@@ -35,7 +35,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Variables the service reads; inherited values are dropped so only the arguments count.
 _SERVICE_PREFIXES = ("CLERK_", "MONGODB_", "PROMETHEUS_", "GUNICORN_")
-_SERVICE_NAMES = ("PORT", "WEB_CONCURRENCY", "LOG_FORMAT", "DB_TIMEOUT_MS", "EVENT_RETENTION_DAYS")
+_SERVICE_NAMES = (
+    "PORT",
+    "WEB_CONCURRENCY",
+    "LOG_FORMAT",
+    "DB_TIMEOUT_MS",
+    "EVENT_RETENTION_DAYS",
+    "SYNC_MIN_INTERVAL_S",
+    "INSERT_ONLY_FIELDS",
+    "DELETE_CASCADE",
+)
 
 
 def procfile_command(port: int, procfile: Path = REPO_ROOT / "Procfile", app: str | None = None) -> list[str]:

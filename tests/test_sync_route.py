@@ -7,16 +7,14 @@ is the public half of a key pair the tests sign session tokens with.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from bson import ObjectId
-from flask import Flask
 
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user
-from tests.helpers import deliver, newer
-from tests.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, instance_keys, mint_token
+from tests.fake_clerk import make_clerk_user
+from tests.helpers import deliver, newer, post_sync, user_requests
+from tests.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, mint_token
 
 SYNC = "/api/users/sync"
 PARTIES = (DEFAULT_AZP,)
@@ -25,25 +23,6 @@ BOOKKEEPING = ("clerkUpdatedAt", "lastDeliveryId", "usernameLower", "usernameSou
 
 
 # -- fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
-    """Build an app wired to the fake; defaults are small timeouts so failures answer fast."""
-
-    def build(**overrides: Any) -> Flask:
-        values: dict[str, Any] = dict(
-            clerk_api_url=fake_clerk.url,
-            clerk_secret_key=fake_clerk.secret_key,
-            clerk_jwt_key=instance_keys().public_pem,
-            authorized_parties=PARTIES,
-            clerk_timeout_ms=500,
-            clerk_retry_budget_ms=100,
-        )
-        values.update(overrides)
-        return make_app(**values)
-
-    return build
 
 
 @pytest.fixture
@@ -67,20 +46,6 @@ def clerk_user(fake_clerk) -> dict[str, Any]:
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def post_sync(client, user_id: str | None = None, *, token: str | None = None, headers=None):
-    """POST /api/users/sync with a valid token for ``user_id`` unless told otherwise."""
-    if headers is None:
-        headers = {"Authorization": bearer(token or mint_token(sub=user_id))}
-    response = client.post(SYNC, headers=headers)
-    assert "Traceback" not in response.get_data(as_text=True)
-    assert response.is_json, response.get_data(as_text=True)
-    return response
-
-
-def user_requests(fake_clerk: FakeClerkAPI, user_id: str) -> list:
-    return [r for r in fake_clerk.requests if r.path == f"/v1/users/{user_id}"]
 
 
 # -- success ------------------------------------------------------------------------

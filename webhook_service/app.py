@@ -16,6 +16,7 @@ from .deliveries import DeliveryHandler
 from .metrics import Metrics, render
 from .signatures import WebhookVerifier
 from .store import EventLog, UserStore, connect
+from .sync import UserSync
 from .tokens import JwksCache, SessionTokenVerifier
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -33,6 +34,7 @@ class Services:
     verifier: WebhookVerifier
     tokens: SessionTokenVerifier
     clerk: ClerkAPI | None
+    sync: UserSync | None
     metrics: Metrics
     deliveries: DeliveryHandler
 
@@ -69,6 +71,7 @@ def build_services(config: Config, db: Database | None = None) -> Services:
         verifier=WebhookVerifier(config.webhook_signing_secret),
         tokens=tokens,
         clerk=clerk,
+        sync=UserSync(store, clerk, min_interval_s=config.sync_min_interval_s) if clerk else None,
         metrics=metrics,
         deliveries=DeliveryHandler(store, events, metrics),
     )

@@ -36,6 +36,7 @@ class Config:
     db_timeout_ms: int = 5000
     clerk_timeout_ms: int = 3000
     clerk_retry_budget_ms: int = 5000
+    sync_min_interval_s: float = 10.0
     insert_only_fields: tuple[str, ...] = ()
     delete_cascade: tuple[CascadeRule, ...] = ()
 
@@ -57,6 +58,7 @@ class Config:
             db_timeout_ms=_number(env, "DB_TIMEOUT_MS", 5000, int),
             clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
             clerk_retry_budget_ms=_number(env, "CLERK_RETRY_BUDGET_MS", 5000, int),
+            sync_min_interval_s=_number(env, "SYNC_MIN_INTERVAL_S", 10.0, float),
             insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
             delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
         )
@@ -85,6 +87,8 @@ class Config:
             raise ConfigError("LOG_FORMAT must be 'text' or 'json'")
         if self.event_retention_days <= 0:
             raise ConfigError("EVENT_RETENTION_DAYS must be positive")
+        if not 0 <= self.sync_min_interval_s <= 86_400:
+            raise ConfigError("SYNC_MIN_INTERVAL_S must be between 0 (off) and 86400 seconds")
         for name in self.insert_only_fields:
             if name not in INSERT_ONLY_ALLOWED:
                 raise ConfigError(

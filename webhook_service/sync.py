@@ -1,14 +1,24 @@
-"""Pull one user fresh from Clerk into the local collection (``POST /api/users/sync``)."""
+"""Pull one user fresh from Clerk into the local collection (``POST /api/users/sync``).
+
+Clerk's rate limit is shared by the whole app, and a mobile client syncs often (retries,
+several screens mounting at once), so a user is pulled from Clerk at most once per
+``SYNC_MIN_INTERVAL_S``: the interval is claimed on the user's document, which every
+worker and instance sees, and concurrent syncs of one user in a worker share one call.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from .clerk_api import ClerkAPI, ClerkUnavailable, ClerkUserNotFound
 from .domain import Outcome, map_clerk_user, unmappable_reason
-from .store import UserStore
+from .store import StoreUnavailable, UserStore
 
 PUBLIC_FIELDS = (
     "clerkId",
@@ -28,6 +38,8 @@ PUBLIC_FIELDS = (
     "updatedAt",
 )
 
+T = TypeVar("T")
+
 
 class SyncedUserGone(Exception):
     """Clerk no longer has the user, so the local copy was removed."""
@@ -37,6 +49,81 @@ class SyncedUserGone(Exception):
 class SyncResult:
     created: bool
     user: dict[str, Any]
+    pulled: bool = True  # False: answered from the stored copy, inside the interval
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent calls under one key run once; every caller gets that run's outcome."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, Future[T]] = {}
+
+    def run(self, key: str, call: Callable[[], T]) -> T:
+        with self._lock:
+            running = self._running.get(key)
+            if running is None:
+                future: Future[T] = Future()
+                self._running[key] = future
+        if running is not None:
+            return running.result()
+        try:
+            result = call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._running[key]
+        future.set_result(result)
+        return result
+
+
+class UserSync:
+    """Sync with the per-user interval and in-worker sharing; one per app (so per worker)."""
+
+    def __init__(
+        self,
+        store: UserStore,
+        clerk: ClerkAPI,
+        *,
+        min_interval_s: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.clerk = clerk
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._flights: SingleFlight[SyncResult] = SingleFlight()
+
+    def sync(self, clerk_id: str) -> SyncResult:
+        """The user's profile, pulled from Clerk unless a sync started within the interval.
+
+        Raises SyncedUserGone, ClerkUnavailable or StoreUnavailable. A sync that failed
+        gives its claim back, so it does not hold the interval.
+        """
+        return self._flights.run(clerk_id, lambda: self._sync_once(clerk_id))
+
+    def _sync_once(self, clerk_id: str) -> SyncResult:
+        if self.min_interval_s <= 0:
+            return sync_user(self.store, self.clerk, clerk_id)
+        now = self._clock()
+        claim = self.store.claim_sync(clerk_id, now, self.min_interval_s)
+        if claim is None:
+            doc = self.store.get(clerk_id)
+            if doc is not None:
+                return SyncResult(created=False, user=public_user(doc), pulled=False)
+        try:
+            result = sync_user(self.store, self.clerk, clerk_id)
+        except (ClerkUnavailable, StoreUnavailable):
+            if claim is not None:
+                # If this fails too, the claim lapses after the interval, as a crashed worker's does.
+                with contextlib.suppress(StoreUnavailable):
+                    self.store.release_sync(claim)
+            raise
+        if claim is None:  # the first sync created the document: start its interval now
+            self.store.claim_sync(clerk_id, now, self.min_interval_s)
+        return result
 
 
 def sync_user(store: UserStore, clerk: ClerkAPI, clerk_id: str) -> SyncResult:

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..clerk_api import ClerkUnavailable
 from ..store import StoreUnavailable
-from ..sync import SyncedUserGone, sync_user
+from ..sync import SyncedUserGone
 from ..tokens import TokenError, VerifierUnavailable
 
 bp = Blueprint("sync", __name__)
@@ -34,7 +34,7 @@ def sync_current_user():
 
 
 def _sync(services) -> tuple[int, dict, int | None]:
-    if services.clerk is None:
+    if services.sync is None:
         detail = "CLERK_SECRET_KEY is not set"
         return 503, {"error": "sync not configured", "detail": detail}, RETRY_AFTER_UNCONFIGURED_S
     try:
@@ -44,7 +44,7 @@ def _sync(services) -> tuple[int, dict, int | None]:
     except VerifierUnavailable as exc:
         return 503, {"error": "token verification unavailable", "detail": str(exc)}, None
     try:
-        result = sync_user(services.store, services.clerk, clerk_id)
+        result = services.sync.sync(clerk_id)
     except SyncedUserGone:
         log.info("sync user=%s outcome=deleted", clerk_id)
         return 404, {"error": "user not found", "detail": "Clerk has no such user"}, None
@@ -55,7 +55,8 @@ def _sync(services) -> tuple[int, dict, int | None]:
     except StoreUnavailable as exc:
         services.metrics.db_error()
         return 503, {"error": "database unavailable", "detail": str(exc)}, None
-    log.info("sync user=%s outcome=%s", clerk_id, "created" if result.created else "refreshed")
+    outcome = "created" if result.created else "refreshed" if result.pulled else "recent"
+    log.info("sync user=%s outcome=%s", clerk_id, outcome)
     return (201 if result.created else 200), result.user, None
 
 

@@ -4,7 +4,7 @@ from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
 from .events import EventLog, EventRecord, erase_payloads
 from .indexes import IndexUnavailable, ensure_indexes, migrate, warn_about_conflicts
 from .mongo import connect, ping
-from .users import UpsertResult, UserStore
+from .users import SyncClaim, UpsertResult, UserStore
 
 __all__ = [
     "EventLog",
@@ -12,6 +12,7 @@ __all__ = [
     "EventRecord",
     "IndexUnavailable",
     "StoreUnavailable",
+    "SyncClaim",
     "UpsertResult",
     "UserStore",
     "UsernameConflict",

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pymongo
@@ -41,7 +41,7 @@ APP_OWNED_DEFAULTS: dict[str, Any] = {
 WRITTEN_FIELDS = frozenset(
     ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
     + ("usernameLower",)
-    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "updatedAt", "createdAt")
+    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "clerkSyncedAt", "updatedAt", "createdAt")
     + tuple(APP_OWNED_DEFAULTS)
 )
 _USERNAME_FIELDS = ("usernameLower", "username")
@@ -55,6 +55,15 @@ BULK_TIMEOUT_S = 120.0
 class UpsertResult:
     outcome: Outcome
     created: bool = False
+
+
+@dataclass(frozen=True)
+class SyncClaim:
+    """This process may call Clerk for the user; ``previous`` is the stamp it replaced."""
+
+    clerk_id: str
+    stamp: datetime
+    previous: datetime | None
 
 
 @contextmanager
@@ -167,9 +176,7 @@ class UserStore:
         self.ensure_indexes()
         with _unavailable_on_error():
             doc = self.users.find_one({"clerkId": clerk_id}, {"_id": 1})
-            update: dict[str, Any] = {
-                "$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id}
-            }
+            update: dict[str, Any] = {"$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id}}
             if doc is not None:
                 update["$addToSet"] = {"objectIds": doc["_id"]}
             before = self.tombstones.find_one_and_update(
@@ -276,6 +283,36 @@ class UserStore:
             for doc in self.users.find(query, {"clerkId": 1}).batch_size(1000):
                 if seen is None or doc["clerkId"] not in seen:
                     yield doc["clerkId"]
+
+    def claim_sync(self, clerk_id: str, now: datetime, interval_s: float) -> SyncClaim | None:
+        """Start the user's sync interval, atomically across every worker and instance.
+
+        One conditional update on ``clerkSyncedAt``: it matches only when no sync started
+        within ``interval_s`` (a stamp from a clock far ahead counts as none). None means
+        another sync holds the interval, or there is no document yet to stamp.
+        """
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what BSON keeps
+        recent = {"$gt": now - timedelta(seconds=interval_s), "$lte": now + timedelta(seconds=interval_s)}
+        with _unavailable_on_error():
+            before = self.users.find_one_and_update(
+                {"clerkId": clerk_id, "clerkSyncedAt": {"$not": recent}},
+                {"$set": {"clerkSyncedAt": now}},
+                projection={"clerkSyncedAt": 1, "_id": 0},
+                return_document=ReturnDocument.BEFORE,
+            )
+        if before is None:
+            return None
+        previous = before.get("clerkSyncedAt")
+        return SyncClaim(clerk_id, now, previous if isinstance(previous, datetime) else None)
+
+    def release_sync(self, claim: SyncClaim) -> None:
+        """Undo a claim whose sync failed, so the next attempt may call Clerk at once."""
+        if claim.previous is None:
+            undo: dict[str, Any] = {"$unset": {"clerkSyncedAt": 1}}
+        else:
+            undo = {"$set": {"clerkSyncedAt": claim.previous}}
+        with _unavailable_on_error():
+            self.users.update_one({"clerkId": claim.clerk_id, "clerkSyncedAt": claim.stamp}, undo)
 
     def is_deleted(self, clerk_id: str) -> bool:
         with _unavailable_on_error():
