@@ -60,7 +60,8 @@ def run(database: TestDatabase, *, users: int, baseline_users: int) -> dict[str,
         )
         results: dict[str, Any] = {"users": users}
         for name, argv, count in (
-            ("service", [sys.executable, "-m", "webhook_service", "reconcile"], users),
+            # Unpaced: the fake has no rate limit, and the baseline has no pacing either.
+            ("service", [sys.executable, "-m", "webhook_service", "reconcile", "--max-rps", "0"], users),
             (
                 "baseline",
                 [sys.executable, "-m", "bench.baseline_reconcile", str(baseline_users)],

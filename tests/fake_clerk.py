@@ -15,6 +15,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Self
@@ -59,15 +60,17 @@ __all__ = [
 
 
 class RecordedRequest(NamedTuple):
-    """One received request; unpacks as ``(method, path, query, headers)``.
+    """One received request.
 
-    ``query`` keeps the first value per name; ``headers`` keys are lowercase.
+    ``query`` keeps the first value per name; ``headers`` keys are lowercase;
+    ``received_at`` is ``time.monotonic()`` when it arrived.
     """
 
     method: str
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    received_at: float = 0.0
 
 
 class _UserStore(dict[str, dict[str, Any]]):
@@ -398,6 +401,7 @@ class FakeClerkAPI(Running):
                     path,
                     req.args.to_dict(flat=True),
                     {k.lower(): v for k, v in req.headers.items()},
+                    time.monotonic(),
                 )
             )
             delay = _take(self._delays, path)

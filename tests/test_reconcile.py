@@ -12,6 +12,8 @@ body), and the request after it with the failure.
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
 from typing import Any
 
@@ -44,15 +46,18 @@ def app(make_app, fake_clerk):
 
 
 def run(app, *args: str) -> Result:
-    """``flask reconcile ARGS`` through the CLI runner."""
-    return app.test_cli_runner().invoke(args=["reconcile", *args])
+    """``flask reconcile ARGS`` through the CLI runner, unpaced unless ARGS say otherwise."""
+    pacing = [] if "--max-rps" in args else ["--max-rps", "0"]
+    return app.test_cli_runner().invoke(args=["reconcile", *pacing, *args])
 
 
 def summary(result: Result) -> str:
-    """The command's last stdout line: the one-line summary."""
+    """The counts of the command's one-line summary (its last stdout line, before the rate)."""
     lines = result.stdout.strip().splitlines()
     assert lines, result.output
-    return lines[-1]
+    counts, _, rate = lines[-1].partition("; ")
+    assert re.fullmatch(r"\d+ Clerk requests in \d+\.\d s \(\d+\.\d/s\)", rate), lines[-1]
+    return counts
 
 
 def assert_ok(result: Result) -> None:
@@ -106,6 +111,11 @@ def assert_local_users_are(db, users: list[dict[str, Any]]) -> None:
 def list_requests(fake_clerk: FakeClerkAPI) -> list:
     """Paging requests (not the by-id lookups reconcile makes before deleting)."""
     return [r for r in fake_clerk.requests if r.path == "/v1/users" and "user_id" not in r.query]
+
+
+def gaps_between(requests: list) -> list[float]:
+    """Seconds between consecutive requests' arrival at the fake."""
+    return [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
 
 
 def serve_first_page(fake_clerk: FakeClerkAPI, users: list[dict[str, Any]]) -> None:
@@ -465,7 +475,10 @@ def test_rate_limit_and_server_errors_mid_run_are_retried_and_reconcile_complete
     )
     # Page 2 was asked for four times: 429, 502, 502, then served.
     cursor = sorted(users, key=lambda u: (u["created_at"], u["id"]))[PAGE - 1]["id"]
-    assert [r.query.get("starting_after") for r in list_requests(fake_clerk)] == [None] + [cursor] * 4
+    listed = list_requests(fake_clerk)
+    assert [r.query.get("starting_after") for r in listed] == [None] + [cursor] * 4
+    # The 429 asked for Retry-After: 1, and the retry waited that long.
+    assert listed[2].received_at - listed[1].received_at >= 0.95
     assert_local_users_are(db, users)
     assert db.deleted_users.count_documents({"_id": local_only["id"]}) == 1
 
@@ -477,11 +490,14 @@ def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, clien
     stopped = run(app, "--retry-budget", "1")
 
     error = one_line_error(stopped)
-    assert error == (
-        "Error: reconcile stopped: Clerk API answered 503 (The service is temporarily unavailable.). "
-        "So far: 500 Clerk users in 1 pages: "
-        "created 500, updated 0, unchanged 0, deleted 0. Rerunning is safe."
-    )
+    assert re.fullmatch(
+        re.escape(
+            "Error: reconcile stopped: Clerk API answered 503 (The service is temporarily unavailable.). "
+            "So far: 500 Clerk users in 1 pages: created 500, updated 0, unchanged 0, deleted 0; "
+        )
+        + r"1 Clerk requests in \d+\.\d s \(\d+\.\d/s\)\. Rerunning is safe\.",
+        error,
+    ), error
     assert db.users.count_documents({}) == 501
     assert doc(db, local_only["id"]) is not None, "deleted although the listing never finished"
     assert db.deleted_users.count_documents({}) == 0
@@ -542,7 +558,7 @@ def test_dry_run_writes_nothing_and_prints_what_would_change(app, client, db, fa
     assert sorted(line for line in lines if line.startswith("would delete")) == [
         f"would delete {u['id']}" for u in gone
     ]
-    assert lines[-1] == (
+    assert summary(dry) == (
         "dry run: 6 Clerk users in 1 pages: "
         "would be created 3, would be updated 1, unchanged 2, would be deleted 2"
     )
@@ -584,6 +600,34 @@ def test_reconcile_walks_past_the_offset_limit_with_the_cursor(app, db, make_app
         run(app), "reconciled: 1200 Clerk users in 3 pages: created 1200, updated 0, unchanged 0, deleted 0"
     )
     assert db.users.count_documents({}) == 1_200
+
+
+def test_reconcile_paces_its_clerk_requests_and_prints_their_rate(app, db, fake_clerk):
+    fake_clerk.users = make_users(1_001, seed="paced")  # three pages
+
+    result = run(app, "--max-rps", "4")
+
+    assert_ok(result)
+    listed = list_requests(fake_clerk)
+    assert len(listed) == 3
+    assert min(gaps_between(listed)) >= 0.2  # 1/4 s, less jitter
+    requests, seconds, rate = re.search(
+        r"; (\d+) Clerk requests in (\d+\.\d) s \((\d+\.\d)/s\)$", result.stdout.strip()
+    ).groups()
+    assert int(requests) == fake_clerk.request_count("/v1/users") == 3
+    assert float(seconds) >= 0.5
+    assert float(rate) <= 6.0
+
+
+def test_by_default_reconcile_leaves_most_of_a_development_instances_limit_to_the_app(app, fake_clerk):
+    """A development instance allows 100 requests per 10 s for the whole app: 2/s leaves 80 %."""
+    fake_clerk.users = make_users(1_001, seed="default-pace")
+
+    result = app.test_cli_runner().invoke(args=["reconcile"])
+
+    assert_ok(result)
+    listed = list_requests(fake_clerk)
+    assert min(gaps_between(listed)) >= 0.45
 
 
 def test_a_422_from_clerk_names_the_parameter(app, fake_clerk):

@@ -8,7 +8,9 @@ the cursor Clerk's spec asks for on large lists. Here a user is the JSON Clerk s
 mapped by the same ``map_clerk_user`` as a webhook's ``data``.
 
 Each request has a timeout and an explicit retry budget (5xx and connection errors;
-429 too where the caller asks, honouring ``Retry-After`` up to a cap).
+429 too where the caller asks, honouring ``Retry-After`` up to a cap). A caller that
+makes many requests (reconcile) also paces them, since Clerk's rate limit is shared by
+the whole app.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ class ClerkAPI:
         retry_budget_ms: int = 5000,
         retry_statuses: tuple[str, ...] = ("5XX",),
         max_retry_after_s: float = 1.0,
+        max_rps: float = 0.0,
         on_status: Callable[[int | str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = httpx.Client(
             base_url=server_url.rstrip("/"),
@@ -61,6 +65,10 @@ class ClerkAPI:
         self._max_retry_after_s = max_retry_after_s
         self._on_status = on_status or (lambda status: None)
         self._sleep = sleep
+        self._clock = clock
+        self._gap_s = 1.0 / max_rps if max_rps > 0 else 0.0
+        self._next_at = 0.0
+        self.requests_sent = 0
 
     def get_user(self, user_id: str) -> dict[str, Any]:
         """The user as Clerk's JSON (the same keys a webhook's ``data`` has)."""
@@ -115,6 +123,8 @@ class ClerkAPI:
         deadline = time.monotonic() + self._budget_s
         backoff = 0.2
         while True:
+            self._pace()
+            self.requests_sent += 1
             try:
                 response = self._client.get(path, params=params)
             except httpx.HTTPError as exc:
@@ -135,6 +145,14 @@ class ClerkAPI:
                 raise failure
             self._sleep(wait + random.uniform(0, 0.1))
             backoff = min(backoff * 2, 2.0)
+
+    def _pace(self) -> None:
+        """Space requests at least ``1 / max_rps`` apart: Clerk's limit is the whole app's."""
+        now = self._clock()
+        if now < self._next_at:
+            self._sleep(self._next_at - now)
+            now = self._next_at
+        self._next_at = now + self._gap_s
 
 
 def _json(response: httpx.Response) -> Any:

@@ -34,6 +34,8 @@ class ReconcileReport:
     dry_run: bool = False
     would_delete: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (id or "?", why)
+    clerk_requests: int = 0
+    elapsed_s: float = 0.0
 
     def summary(self) -> str:
         verb = "would be " if self.dry_run else ""
@@ -41,7 +43,13 @@ class ReconcileReport:
         return (
             f"{self.seen} Clerk users in {self.pages} pages: {verb}created {self.created}, "
             f"{verb}updated {self.updated}, unchanged {self.unchanged}, {verb}deleted {self.deleted}{skipped}"
+            f"; {self.request_rate()}"
         )
+
+    def request_rate(self) -> str:
+        """How hard the run leaned on Clerk's rate limit, which the live app shares."""
+        rate = self.clerk_requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return f"{self.clerk_requests} Clerk requests in {self.elapsed_s:.1f} s ({rate:.1f}/s)"
 
 
 def reconcile(
@@ -56,13 +64,22 @@ def reconcile(
     report = ReconcileReport(dry_run=dry_run)
     run_id = uuid.uuid4().hex
     started_ms = int(time.time() * 1000)
+    started = time.monotonic()
+    requests_before = clerk.requests_sent
+
+    def count_requests() -> None:
+        report.clerk_requests = clerk.requests_sent - requests_before
+        report.elapsed_s = time.monotonic() - started
+
     seen: set[str] | None = set() if dry_run else None
     for page in clerk.iter_user_pages():
         _apply_page(store, page, report, run_id, seen)
         report.pages += 1
+        count_requests()
         if on_page is not None:
             on_page(report)
     _delete_missing(store, clerk, report, run_id, started_ms, seen, force)
+    count_requests()
     return report
 
 
