@@ -17,9 +17,8 @@ test: $(STAMP)  ## the whole suite, as CI runs it
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-sample-event: $(STAMP)  ## sign and post a user.created to the service started by `make run`
-	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL" \
-		--email ada@example.com --first-name Ada --last-name Lovelace
+sample-event: $(STAMP)  ## sign and post a user.created for Ada, the local Clerk's first user, to `make run`
+	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL"
 
 bench: $(STAMP)  ## the service against the guide's few lines, side by side (ARGS="--quick" for a small run)
 	$(BIN)/python -m bench $(ARGS)

@@ -4,6 +4,7 @@ The configuration is checked in the master before any worker forks, so a missing
 variable stops the service at once with one line naming it, not a crash loop.
 """
 
+import logging
 import os
 import sys
 import tempfile
@@ -37,6 +38,10 @@ def on_starting(server):
     from webhook_service.store import connect, warn_about_conflicts
 
     configure_logging(config.log_format)
+    if not config.clerk_secret_key:
+        logging.getLogger("webhook_service").warning(
+            "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
+        )
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     warn_about_conflicts(db)
     db.client.close()

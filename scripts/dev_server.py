@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,9 +21,14 @@ from pathlib import Path
 
 from pymongo import MongoClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from webhook_service.local_clerk import LocalClerk, generate_signing_key, public_pem_of  # noqa: E402
+from webhook_service.sample_events import sample_users  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 DB_PORT = int(os.environ.get("DEV_DB_PORT", "27018"))
+CLERK_PORT = int(os.environ.get("DEV_CLERK_PORT", "8001"))
 
 
 def start_dev_database() -> tuple[subprocess.Popen, str]:
@@ -55,6 +61,20 @@ def dev_signing_secret() -> str:
     return secret
 
 
+def start_local_clerk() -> LocalClerk:
+    """The local Clerk on CLERK_PORT, signing with a key kept in .data/ across restarts."""
+    path = DATA / "local-clerk-signing-key.pem"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        path.write_text(generate_signing_key())
+        path.chmod(0o600)
+    clerk = LocalClerk(users=sample_users(), signing_key_pem=path.read_text(), port=CLERK_PORT)
+    try:
+        return clerk.start()
+    except OSError:
+        sys.exit(f"the local Clerk could not listen on port {CLERK_PORT} (is it taken? set DEV_CLERK_PORT)")
+
+
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("PORT", "8000")
@@ -65,17 +85,27 @@ def main() -> None:
     if not env.get("CLERK_WEBHOOK_SIGNING_SECRET"):
         env["CLERK_WEBHOOK_SIGNING_SECRET"] = dev_signing_secret()
         print(f"development signing secret: {env['CLERK_WEBHOOK_SIGNING_SECRET']}")
+    exported = ["MONGODB_URI", "CLERK_WEBHOOK_SIGNING_SECRET"]
+    if not env.get("CLERK_SECRET_KEY"):
+        clerk = start_local_clerk()
+        env["CLERK_API_URL"] = clerk.url
+        env["CLERK_SECRET_KEY"] = clerk.secret_key
+        env["CLERK_JWT_KEY"] = public_pem_of(clerk.signing_key_pem or "").replace("\n", "\\n")
+        exported += ["CLERK_API_URL", "CLERK_SECRET_KEY", "CLERK_JWT_KEY"]
+        names = ", ".join(f"{u['first_name']} ({u['id']})" for u in sample_users())
+        print(f"local Clerk: {clerk.url} with {len(clerk.users)} sample users: {names}")
+        print("  CLERK_API_URL, CLERK_SECRET_KEY and CLERK_JWT_KEY point the service at it")
     url = f"http://127.0.0.1:{env['PORT']}"
+    env["WEBHOOK_URL"] = f"{url}/api/webhooks/clerk"
+    env["SERVICE_URL"] = url
     DATA.mkdir(exist_ok=True)
-    (DATA / "dev.env").write_text(
-        f"export MONGODB_URI='{env['MONGODB_URI']}'\n"
-        f"export CLERK_WEBHOOK_SIGNING_SECRET='{env['CLERK_WEBHOOK_SIGNING_SECRET']}'\n"
-        f"export WEBHOOK_URL='{url}/api/webhooks/clerk'\n"
-    )
-    print(f"serving on {url}")
-    print("send a signed sample event from another terminal:  make sample-event")
-    print("  (or: . .data/dev.env && .venv/bin/flask --app wsgi send-test-event user.created "
-          "--url $WEBHOOK_URL --email ada@example.com)")
+    names = [*exported, "WEBHOOK_URL", "SERVICE_URL"]
+    (DATA / "dev.env").write_text("".join(f"export {n}={shlex.quote(env[n])}\n" for n in names))
+    print(f"serving on {url}; from another terminal, after `. .data/dev.env`:")
+    print("  make sample-event                                   # a signed user.created for Ada")
+    print('  curl -X POST -H "Authorization: Bearer $(.venv/bin/flask --app wsgi dev-token)" '
+          "$SERVICE_URL/api/users/sync")
+    print("  .venv/bin/flask --app wsgi reconcile --dry-run")
     sys.stdout.flush()
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen(

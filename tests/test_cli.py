@@ -24,8 +24,9 @@ from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_ev
 from tests.helpers import WEBHOOK, newer, one_line_error
 from tests.mongo_server import free_port
 from tests.signing import signed_delivery
+from webhook_service.sample_events import sample_users
 
-COMMANDS = ("init-db", "reconcile", "events", "replay", "send-test-event")
+COMMANDS = ("init-db", "reconcile", "events", "replay", "send-test-event", "dev-token")
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
@@ -420,6 +421,7 @@ def test_send_test_event_posts_correctly_signed_events_to_a_running_service(app,
         "user.created",
         "--url",
         url,
+        "--new",
         "--email",
         "rosalind@example.com",
         "--username",
@@ -492,11 +494,45 @@ def test_send_test_event_to_nothing_listening_fails_clearly(app):
     assert one_line_error(result) == f"Error: could not post to {url}: ConnectError"
 
 
-def test_send_test_event_user_deleted_needs_a_user_id(app):
-    result = cli(app, "send-test-event", "user.deleted", "--url", "http://127.0.0.1:9/unused")
+def test_send_test_event_tells_the_local_clerks_story_by_default(app, db, serve):
+    """Without --user-id the event is about Ada, the local Clerk's first user, exactly as
+    the local Clerk serves her, so a later sync or reconcile agrees with the webhook."""
+    url = serve(app)
+    ada = sample_users()[0]
 
-    assert result.exit_code == 1
-    assert one_line_error(result) == "Error: user.deleted needs --user-id"
+    created = cli(app, "send-test-event", "user.created", "--url", url)
+
+    assert created.exit_code == 0, created.output
+    assert sent(created)[:2] == ("user.created", ada["id"])
+    doc = db.users.find_one({"clerkId": ada["id"]})
+    assert (doc["email"], doc["username"], doc["firstName"], doc["lastName"]) == (
+        "ada@example.com",
+        "ada",
+        "Ada",
+        "Lovelace",
+    )
+
+    renamed = cli(app, "send-test-event", "user.updated", "--url", url, "--first-name", "Augusta")
+
+    assert sent(renamed)[3:] == (200, '{"outcome":"applied"}')
+    assert db.users.find_one({"clerkId": ada["id"]})["firstName"] == "Augusta"
+
+    deleted = cli(app, "send-test-event", "user.deleted", "--url", url)
+
+    assert sent(deleted)[1:4:2] == (ada["id"], 200)
+    assert db.users.count_documents({}) == 0
+
+
+def test_send_test_event_new_user_cannot_be_deleted_or_named(app):
+    unused = "http://127.0.0.1:9/unused"
+
+    deleted = cli(app, "send-test-event", "user.deleted", "--url", unused, "--new")
+    both = cli(app, "send-test-event", "user.created", "--url", unused, "--new", "--user-id", "user_x")
+
+    assert one_line_error(deleted) == (
+        "Error: user.deleted needs an existing user: give --user-id, or leave it out for Ada"
+    )
+    assert one_line_error(both) == "Error: --new and --user-id exclude each other"
 
 
 # -- init-db and help ---------------------------------------------------------------------

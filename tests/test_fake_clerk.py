@@ -320,7 +320,7 @@ def test_requests_are_recorded_thread_safely(fake: FakeClerkAPI) -> None:
     for t in threads:
         t.join()
     assert len(fake.requests) == 200
-    method, path, query, hdrs = fake.requests[0]
+    method, path, query, hdrs, _ = fake.requests[0]
     assert (method, path, query) == ("GET", "/v1/users/count", {"x": "1"})
     assert hdrs["authorization"] == f"Bearer {fake.secret_key}"
 

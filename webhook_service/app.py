@@ -55,8 +55,6 @@ def build_services(config: Config, db: Database | None = None) -> Services:
             on_status=metrics.clerk_call,
         )
         jwks = JwksCache(config.clerk_api_url, config.clerk_secret_key)
-    else:
-        log.warning("CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503")
     tokens = SessionTokenVerifier(
         jwt_key=config.clerk_jwt_key,
         authorized_parties=config.authorized_parties,

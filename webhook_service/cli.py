@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import click
-import httpx
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
-from . import sample_events
 from .clerk_api import ClerkAPI, ClerkUnavailable
 from .domain import Outcome
 from .reconcile import ReconcileRefused, ReconcileReport, reconcile
@@ -27,15 +26,18 @@ from .store.indexes import failure_reason
 
 
 def register_commands(app: Flask) -> None:
-    for command in (init_db, reconcile_command, events_command, replay_command, send_test_event):
+    from .dev_commands import DEV_COMMANDS
+
+    for command in (init_db, reconcile_command, events_command, replay_command, *DEV_COMMANDS):
         app.cli.add_command(command)
 
 
-def _services():
+def app_services():
     return current_app.extensions["webhook_service"]
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """Exit 1 with one line, ``Error: <message>``."""
     raise click.ClickException(message)
 
 
@@ -52,14 +54,14 @@ def init_db(check: bool, migrate: bool) -> None:
     exists is changed unless --migrate is given. Exits 1 while a conflict remains.
     """
     if check and migrate:
-        _fail("--check and --migrate exclude each other")
-    db = _services().db
+        fail("--check and --migrate exclude each other")
+    db = app_services().db
     try:
         report = store_migrate(db, click.echo) if migrate else ensure_indexes(db, create=not check)
     except StoreUnavailable as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except PyMongoError as exc:
-        _fail(f"could not read or create the indexes: {failure_reason(exc)}")
+        fail(f"could not read or create the indexes: {failure_reason(exc)}")
     plan = report.plan
     for spec, index in plan.reused:
         click.echo(f"reused    {index.collection}.{index.name} ({index.describe()}): {spec.purpose}")
@@ -71,7 +73,7 @@ def init_db(check: bool, migrate: bool) -> None:
     summary = f"{len(plan.reused)} reused, {len(plan.create)} {'missing' if check else 'created'}"
     if plan.conflicts:
         names = ", ".join(f"{c.index.collection}.{c.index.name}" for c in plan.conflicts)
-        _fail(f"{summary}; {len(plan.conflicts)} conflicting: {names}. Run `{MIGRATE_COMMAND}`")
+        fail(f"{summary}; {len(plan.conflicts)} conflicting: {names}. Run `{MIGRATE_COMMAND}`")
     click.echo(f"indexes ready: {summary}, no conflicts" if not (check and plan.create) else summary)
     if check and plan.create:
         sys.exit(1)
@@ -107,9 +109,9 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
     Paced to --max-rps, and waits as long as a 429's Retry-After asks (up to 30 s) before
     trying again, so a run never starves the app of Clerk's rate limit.
     """
-    services = _services()
+    services = app_services()
     if not services.config.clerk_secret_key:
-        _fail("CLERK_SECRET_KEY is not set; reconcile needs Clerk's Backend API")
+        fail("CLERK_SECRET_KEY is not set; reconcile needs Clerk's Backend API")
     clerk = ClerkAPI(
         services.config.clerk_secret_key,
         services.config.clerk_server_url,
@@ -126,11 +128,11 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
         report = reconcile(services.store, clerk, dry_run=dry_run, force=force, on_page=progress.update)
     except ReconcileRefused as exc:
         progress.close()
-        _fail(str(exc))
+        fail(str(exc))
     except (ClerkUnavailable, StoreUnavailable) as exc:
         progress.close()
         done = progress.last.summary() if progress.last else "nothing done"
-        _fail(f"reconcile stopped: {exc}. So far: {done}. Rerunning is safe.")
+        fail(f"reconcile stopped: {exc}. So far: {done}. Rerunning is safe.")
     progress.close()
     for clerk_id, reason in report.skipped:
         click.echo(f"skipped {clerk_id}: {reason}")
@@ -201,11 +203,11 @@ def _since_option(help: str):
 def events_command(status, user_id, event_type, since, limit) -> None:
     """List recent deliveries from the event log, newest first."""
     try:
-        rows = _services().events.find(
+        rows = app_services().events.find(
             outcome=status, user_id=user_id, event_type=event_type, since=since, limit=limit
         )
     except Exception as exc:
-        _fail(f"could not read the event log: {type(exc).__name__}")
+        fail(f"could not read the event log: {type(exc).__name__}")
     for row in rows:
         error = f"  error={row['error']}" if row.get("error") else ""
         click.echo(
@@ -222,23 +224,23 @@ def events_command(status, user_id, event_type, since, limit) -> None:
 @with_appcontext
 def replay_command(svix_id, status, since) -> None:
     """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
-    services = _services()
+    services = app_services()
     if not (svix_id or status or since):
-        _fail("name a svix-id, or pass --status or --since")
+        fail("name a svix-id, or pass --status or --since")
     try:
         if svix_id:
             record = services.events.get(svix_id)
             if record is None:
-                _fail(f"no stored event with svix-id {svix_id}")
+                fail(f"no stored event with svix-id {svix_id}")
             records = [record]
         else:
             records = services.events.find(outcome=status, since=since, limit=0, with_payload=True)
     except StoreUnavailable as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except click.ClickException:
         raise
     except Exception as exc:
-        _fail(f"could not read the event log: {type(exc).__name__}")
+        fail(f"could not read the event log: {type(exc).__name__}")
     counts: dict[str, int] = {}
     for record in records:
         if not record.get("payload"):
@@ -256,40 +258,4 @@ def replay_command(svix_id, status, since) -> None:
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to replay"
     click.echo(f"replayed {len(records)}: {summary}")
     if counts.get(Outcome.FAILED.value):
-        sys.exit(1)
-
-
-# -- sample events -----------------------------------------------------------------
-
-
-@click.command("send-test-event")
-@click.argument("event_type", type=click.Choice(["user.created", "user.updated", "user.deleted"]))
-@click.option("--url", default="http://127.0.0.1:8000/api/webhooks/clerk", show_default=True)
-@click.option("--user-id", help="Clerk user id (default: a new one).")
-@click.option("--email", help="Primary email address.")
-@click.option("--username", help="Clerk username (default: none, so it is derived from the email).")
-@click.option("--first-name")
-@click.option("--last-name")
-@with_appcontext
-def send_test_event(event_type, url, user_id, email, username, first_name, last_name) -> None:
-    """Build a realistic Clerk event, sign it with the configured secret and post it."""
-    secret = _services().config.webhook_signing_secret
-    if event_type == "user.deleted":
-        if not user_id:
-            _fail("user.deleted needs --user-id")
-        data = sample_events.make_deleted_data(user_id)
-    else:
-        options = {"email": email, "first_name": first_name, "last_name": last_name}
-        data = sample_events.make_clerk_user(
-            user_id, username=username, **{k: v for k, v in options.items() if v is not None}
-        )
-        data["updated_at"] = sample_events.now_ms()
-    body, headers = sample_events.signed_delivery(sample_events.make_webhook_event(event_type, data), secret)
-    try:
-        response = httpx.post(url, content=body, headers=headers, timeout=15)
-    except httpx.HTTPError as exc:
-        _fail(f"could not post to {url}: {type(exc).__name__}")
-    delivery = f"{event_type} for {data['id']} ({headers['svix-id']})"
-    click.echo(f"{delivery} -> {response.status_code} {response.text.strip()}")
-    if response.status_code >= 300:
         sys.exit(1)

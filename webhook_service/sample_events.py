@@ -278,6 +278,33 @@ def make_users(
             gc.enable()
 
 
+_SAMPLE_START_MS = 1_730_000_000_000  # 2024-10-27
+
+
+def sample_users() -> list[dict[str, Any]]:
+    """The local Clerk's users, the same on every run: webhooks, sync and reconcile in
+    development all tell the story of these people."""
+    day = 86_400_000
+    return [
+        make_clerk_user(
+            seed="sample:ada", email="ada@example.com", username="ada", first_name="Ada",
+            last_name="Lovelace", created_at=_SAMPLE_START_MS,
+        ),
+        make_clerk_user(
+            seed="sample:grace", email="grace.hopper@example.com", extra_emails=("grace@navy.example",),
+            primary_first=False, first_name="Grace", last_name="Hopper", created_at=_SAMPLE_START_MS + day,
+        ),
+        make_clerk_user(
+            seed="sample:alan", email="alan.turing@example.com", username="alan", first_name="Alan",
+            last_name="Turing", created_at=_SAMPLE_START_MS + 2 * day,
+        ),
+        make_clerk_user(
+            seed="sample:margaret", email="margaret@example.com", first_name="Margaret",
+            last_name="Hamilton", banned=True, created_at=_SAMPLE_START_MS + 3 * day,
+        ),
+    ]
+
+
 _BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 )
