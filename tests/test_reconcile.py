@@ -56,7 +56,7 @@ def summary(result: Result) -> str:
     lines = result.stdout.strip().splitlines()
     assert lines, result.output
     counts, _, rate = lines[-1].partition("; ")
-    assert re.fullmatch(r"\d+ Clerk requests in \d+\.\d s \(\d+\.\d/s\)", rate), lines[-1]
+    assert re.fullmatch(r"\d+ Clerk requests? in \d+\.\d s( \(\d+\.\d/s\))?", rate), lines[-1]
     return counts
 
 
@@ -495,7 +495,7 @@ def test_clerk_outage_stops_with_one_clear_line_and_a_rerun_converges(app, clien
             "Error: reconcile stopped: Clerk API answered 503 (The service is temporarily unavailable.). "
             "So far: 500 Clerk users in 1 pages: created 500, updated 0, unchanged 0, deleted 0; "
         )
-        + r"1 Clerk requests in \d+\.\d s \(\d+\.\d/s\)\. Rerunning is safe\.",
+        + r"1 Clerk request in \d+\.\d s( \(\d+\.\d/s\))?\. Rerunning is safe\.",
         error,
     ), error
     assert db.users.count_documents({}) == 501
@@ -605,18 +605,18 @@ def test_reconcile_walks_past_the_offset_limit_with_the_cursor(app, db, make_app
 def test_reconcile_paces_its_clerk_requests_and_prints_their_rate(app, db, fake_clerk):
     fake_clerk.users = make_users(1_001, seed="paced")  # three pages
 
-    result = run(app, "--max-rps", "4")
+    result = run(app, "--max-rps", "1.5")
 
     assert_ok(result)
     listed = list_requests(fake_clerk)
     assert len(listed) == 3
-    assert min(gaps_between(listed)) >= 0.2  # 1/4 s, less jitter
+    assert min(gaps_between(listed)) >= 0.6  # 1/1.5 s, less jitter
     requests, seconds, rate = re.search(
         r"; (\d+) Clerk requests in (\d+\.\d) s \((\d+\.\d)/s\)$", result.stdout.strip()
     ).groups()
     assert int(requests) == fake_clerk.request_count("/v1/users") == 3
-    assert float(seconds) >= 0.5
-    assert float(rate) <= 6.0
+    assert float(seconds) >= 1.3
+    assert float(rate) <= 2.3
 
 
 def test_by_default_reconcile_leaves_most_of_a_development_instances_limit_to_the_app(app, fake_clerk):

@@ -47,10 +47,13 @@ class ReconcileReport:
         )
 
     def request_rate(self) -> str:
-        """How hard the run leaned on Clerk's rate limit, which the live app shares."""
-        rate = self.clerk_requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        return f"{self.clerk_requests} Clerk requests in {self.elapsed_s:.1f} s ({rate:.1f}/s)"
-
+        """How hard the run leaned on Clerk's rate limit, which the live app shares (a rate
+        over less than a second would say little, so it is left out)."""
+        plural = "" if self.clerk_requests == 1 else "s"
+        text = f"{self.clerk_requests} Clerk request{plural} in {self.elapsed_s:.1f} s"
+        if self.elapsed_s >= 1:
+            text += f" ({self.clerk_requests / self.elapsed_s:.1f}/s)"
+        return text
 
 def reconcile(
     store: UserStore,
