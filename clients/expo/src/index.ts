@@ -1,0 +1,2 @@
+export * from './syncUser';
+export * from './useUserSync';
