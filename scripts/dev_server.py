@@ -26,7 +26,7 @@ from webhook_service.local_clerk import LocalClerk, generate_signing_key, public
 from webhook_service.sample_events import sample_users  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / ".data"
+DATA = Path(os.environ.get("DEV_DATA_DIR") or ROOT / ".data")  # the tests give their own
 DB_PORT = int(os.environ.get("DEV_DB_PORT", "27018"))
 CLERK_PORT = int(os.environ.get("DEV_CLERK_PORT", "8001"))
 
