@@ -657,3 +657,19 @@ def test_a_user_that_cannot_be_mapped_is_skipped_named_and_counted(app, db, fake
     assert f"skipped {broken['id']}: no integer updated_at" in result.output
     assert summary(result).endswith("created 2, updated 0, unchanged 0, deleted 0, skipped 1")
     assert db.users.count_documents({}) == 2
+
+
+def test_reconciles_clerk_answers_are_counted_as_the_reconcile_callers(app, fake_clerk):
+    from prometheus_client import REGISTRY
+
+    def counted(status: str) -> float:
+        labels = {"status": status, "caller": "reconcile"}
+        return REGISTRY.get_sample_value("clerk_api_requests_total", labels) or 0.0
+
+    fake_clerk.users = make_users(3, seed="counted")
+    fake_clerk.fail_next(1, 429, retry_after=0, path_prefix="/v1/users")
+    before = counted("200"), counted("429")
+
+    assert_ok(run(app))
+
+    assert (counted("200") - before[0], counted("429") - before[1]) == (1.0, 1.0)

@@ -6,6 +6,7 @@ summary, and exit non-zero with one clear line on failure.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -120,7 +121,7 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
         retry_statuses=("429", "5XX"),
         max_retry_after_s=30.0,
         max_rps=max_rps,
-        on_status=services.metrics.clerk_call,
+        on_status=functools.partial(services.metrics.clerk_call, caller="reconcile"),
     )
     progress = _Progress()
     report = ReconcileReport(dry_run=dry_run)

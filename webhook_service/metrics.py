@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -37,17 +39,47 @@ INDEX_CONFLICTS = Counter(
     ["index"],
 )
 CLERK_API_CALLS = Counter(
-    "clerk_api_requests_total", "Calls to Clerk's Backend API by HTTP status", ["status"]
+    "clerk_api_requests_total",
+    "Answers from Clerk's Backend API by HTTP status and by who called (sync or reconcile)",
+    ["status", "caller"],
+)
+# "max" across every worker file, dead ones included: a worker restarted by gunicorn keeps
+# its file (mark_process_dead removes only live* files), so the newest delivery of any
+# worker since the service started is kept. "livemax" would forget it when that worker
+# exits. 0 until the first delivery since the service (not a worker) started.
+LAST_DELIVERY = Gauge(
+    "clerk_webhook_last_delivery_timestamp_seconds",
+    "Unix time of the last verified delivery, any outcome (0: none since the service started)",
+    multiprocess_mode="max",
+)
+# "min" across every process file, dead ones included: about when the service started (the
+# gunicorn master imports this module before forking). Lets the "no deliveries" alert count
+# from the start while the service has had none. Every process writes 0 for it on its first
+# metric update, which would win "min", so each one sets it: here, and in ``Metrics()``,
+# which every worker builds in create_app after the fork.
+STARTED = Gauge(
+    "clerk_webhook_started_timestamp_seconds",
+    "Unix time the service started (its earliest process since the metrics directory was made)",
+    multiprocess_mode="min",
 )
 SYNC_REQUESTS = Counter("clerk_user_sync_requests_total", "POST /api/users/sync by status", ["status"])
+STARTED.set(time.time())
+
+
+# The values of ``caller``: who asked Clerk. Anything else is counted as "other".
+CALLERS = frozenset(("sync", "reconcile"))
 
 
 class Metrics:
     """The few things the service counts, behind names that read well at call sites."""
 
+    def __init__(self) -> None:
+        STARTED.set(time.time())
+
     def delivery(self, event_type: str | None, outcome: str, seconds: float) -> None:
         _deliveries(_event_label(event_type), outcome).inc()
         DURATION.observe(seconds)
+        LAST_DELIVERY.set(time.time())
 
     def signature_rejected(self) -> None:
         SIGNATURE_REJECTIONS.inc()
@@ -58,8 +90,9 @@ class Metrics:
     def index_conflict(self, index: str) -> None:
         INDEX_CONFLICTS.labels(index=index[:64]).inc()
 
-    def clerk_call(self, status: int | str) -> None:
-        CLERK_API_CALLS.labels(status=str(status)).inc()
+    def clerk_call(self, status: int | str, caller: str = "sync") -> None:
+        """One answer from Clerk; pass ``caller="reconcile"`` from the reconcile command."""
+        CLERK_API_CALLS.labels(status=str(status), caller=caller if caller in CALLERS else "other").inc()
 
     def sync(self, status: int) -> None:
         SYNC_REQUESTS.labels(status=str(status)).inc()
