@@ -13,9 +13,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)  ## serve on http://127.0.0.1:8000 (embedded dev database unless MONGODB_URI is set)
 	$(BIN)/python scripts/dev_server.py
 
-test: $(STAMP)  ## the whole suite, as CI runs it
+EXPO := clients/expo
+EXPO_STAMP := $(EXPO)/node_modules/.installed
+
+$(EXPO_STAMP): $(EXPO)/package.json $(EXPO)/package-lock.json
+	cd $(EXPO) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(EXPO_STAMP)
+
+test: $(STAMP) $(EXPO_STAMP)  ## the whole suite, as CI runs it
 	$(BIN)/ruff check .
+	cd $(EXPO) && npm run --silent typecheck
 	$(BIN)/python -m pytest
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
+	else echo "promtool not found: skipped deploy/prometheus/alerts_test.yml (get it with: apt-get install prometheus)"; fi
 
 sample-event: $(STAMP)  ## sign and post a user.created for Ada, the local Clerk's first user, to `make run`
 	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL"
@@ -27,4 +38,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .hypothesis .ruff_cache $(EXPO)/node_modules $(EXPO)/dist-test
