@@ -2,16 +2,19 @@
 
 Clerk-shaped data (``clerk_user``, ``newer``, ids), delivering a signed webhook through a
 Flask test client, the usual assertions on a user document and on a CLI error, a legacy
-(pre-service) user document, and the test database server going away for a while.
+(pre-service) user document, the test database server going away for a while, and
+waiting for a started server's readiness probe.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from click.testing import Result
 from pymongo import MongoClient
 
@@ -159,3 +162,22 @@ def post_sync(client, user_id: str | None = None, *, token: str | None = None, h
 def user_requests(fake_clerk: FakeClerkAPI, user_id: str) -> list:
     """The requests the fake received for this one user (``GET /v1/users/{id}``)."""
     return [r for r in fake_clerk.requests if r.path == f"/v1/users/{user_id}"]
+
+
+# -- servers -----------------------------------------------------------------------------
+
+
+def wait_until_ready(
+    url: str, timeout_s: float, *, request_timeout_s: float = 5.0, alive: Callable[[], bool] = lambda: True
+) -> bool:
+    """Poll ``url + "/readyz"`` until it answers 200 (True), or until ``timeout_s`` passed
+    or ``alive()`` turned false (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        try:
+            if httpx.get(url + "/readyz", timeout=request_timeout_s).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False

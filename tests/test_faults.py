@@ -29,19 +29,17 @@ import pytest
 from pymongo import MongoClient
 
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import USER_DOC_FIELDS, database_down
+from tests.helpers import USER_DOC_FIELDS, database_down, wait_until_ready
 from tests.processes import GunicornService
 from tests.signing import signed_headers
 from tests.test_storm import (
     WEBHOOK,
-    Clerk,
     Storm,
-    acknowledged_then_lost,
     assert_converged,
     assert_only_retryable_failures,
-    check_convergence,
+    compare_with_clerk,
     events_for,
-    figures,
+    storm_history,
 )
 from tests.tokens_util import bearer, instance_keys, mint_token
 
@@ -85,15 +83,8 @@ def user_doc(uri: str, clerk_id: str) -> dict | None:
 
 
 def wait_ready(service: GunicornService, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(service.url + "/readyz", timeout=5.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{service.url} not ready again:\n{service.logs()[-3000:]}")
+    if not wait_until_ready(service.url, timeout_s):
+        raise AssertionError(f"{service.url} not ready again:\n{service.logs()[-3000:]}")
 
 
 # -- the database dies mid-storm ---------------------------------------------------------------
@@ -103,8 +94,7 @@ def wait_ready(service: GunicornService, timeout_s: float = 20.0) -> None:
 def test_database_killed_mid_storm_acknowledges_nothing_and_loses_nothing(mongo_server):
     needs_restartable(mongo_server)
     uri = fresh_uri(mongo_server, "dbkill")
-    clerk = Clerk(events_for(FAULT_DELIVERIES), seed=2)
-    deliveries = clerk.deliveries()
+    history, deliveries = storm_history(events_for(FAULT_DELIVERIES), seed=2)
     probes: list[tuple[str, str, int]] = []
     with GunicornService(uri, workers=2, db_timeout_ms=1500) as one, GunicornService(
         uri, workers=2, db_timeout_ms=1500
@@ -128,19 +118,15 @@ def test_database_killed_mid_storm_acknowledges_nothing_and_loses_nothing(mongo_
 
         during = [a for a in storm.attempts if a.started >= down_since and a.ended <= down_until]
         acknowledged_while_down = [a for a in during if a.ok]
-        problems = check_convergence(clerk, uri)
-        lost = acknowledged_then_lost(clerk, storm, uri)
-        print(
-            "\ndb-kill:",
-            figures(
-                storm,
-                problems,
-                faults=1,
-                outage_s=round(down_until - down_since, 1),
-                attempts_while_down=len(during),
-                **{"2xx_while_down": len(acknowledged_while_down)},
-                acknowledged_then_lost=len(lost),
-            ),
+        problems, lost = compare_with_clerk(
+            "db-kill",
+            history,
+            storm,
+            uri,
+            faults=1,
+            outage_s=round(down_until - down_since, 1),
+            attempts_while_down=len(during),
+            **{"2xx_while_down": len(acknowledged_while_down)},
         )
         assert during, "no delivery was attempted while the database was down"
         assert not acknowledged_while_down, acknowledged_while_down[:5]
@@ -370,8 +356,7 @@ def wait_for_doc(uri: str, clerk_id: str, timeout_s: float = 5.0) -> bool:
 @pytest.mark.timeout(240)
 def test_workers_killed_at_random_during_a_storm_lose_no_acknowledged_delivery(mongo_server):
     uri = fresh_uri(mongo_server, "stormkill")
-    clerk = Clerk(events_for(FAULT_DELIVERIES), seed=3)
-    deliveries = clerk.deliveries()
+    history, deliveries = storm_history(events_for(FAULT_DELIVERIES), seed=3)
     rng = random.Random(3)
     kills_per_instance = 3
     killed: dict[int, list[int]] = {0: [], 1: []}
@@ -394,18 +379,9 @@ def test_workers_killed_at_random_during_a_storm_lose_no_acknowledged_delivery(m
             service.wait_for_workers(exclude=set(killed[instance]))
         logs = [service.logs() for service in services]
 
-        problems = check_convergence(clerk, uri)
-        lost = acknowledged_then_lost(clerk, storm, uri)
         cut = sum(1 for a in storm.attempts if a.status is None)
-        print(
-            "\nworker-kills:",
-            figures(
-                storm,
-                problems,
-                faults=sum(map(len, killed.values())),
-                cut_requests=cut,
-                acknowledged_then_lost=len(lost),
-            ),
+        problems, lost = compare_with_clerk(
+            "worker-kills", history, storm, uri, faults=sum(map(len, killed.values())), cut_requests=cut
         )
         for instance, pids in killed.items():
             for pid in pids:

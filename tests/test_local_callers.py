@@ -14,13 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers import wait_until_ready
 from tests.mongo_server import free_port
 from tests.processes import REPO_ROOT
 from webhook_service.local_clerk import LocalClerk
@@ -61,17 +61,14 @@ class DevServer:
         self._wait_ready()
         self.env = self._exported()
 
+    def _running(self) -> bool:
+        return self.process.poll() is None
+
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the dev server exited:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        if wait_until_ready(self.url, BOOT_TIMEOUT_S, request_timeout_s=2, alive=self._running):
+            return
+        if not self._running():
+            raise RuntimeError(f"the dev server exited:\n{self.output()}")
         raise RuntimeError(f"the dev server was not ready in {BOOT_TIMEOUT_S} s:\n{self.output()}")
 
     def _exported(self) -> dict[str, str]:
