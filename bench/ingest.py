@@ -9,7 +9,9 @@ are then compared with what Clerk holds, for both apps.
 The order alternates (service first in odd rounds, baseline first in even ones), so a
 database that slows as it grows, or a neighbour's load, hits both alike. After its mixed
 stream, each app gets N/4 updates to users that now exist, alone: the common path, and
-the one the commands-per-delivery target is about.
+the one the commands-per-delivery target is about. Then a *realistic* stream (N/3 by
+default) of new users, shaped as Svix usually delivers: in order but for occasional
+neighbour swaps, ~1% resent, ~1% of the users deleted (``workload.REALISTIC``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ APP_NAMES = ("service", "baseline")
 class RoundResult:
     app: str
     round: int
-    kind: str  # "mixed", "updates" or "profiled"
+    kind: str  # "mixed", "updates", "realistic" or "profiled"
     events: int
     wall_s: float
     events_per_s: float
@@ -67,6 +69,16 @@ def _wrong_state(db, stream: workload.Stream) -> list[str]:
         if (doc is not None) if info.deleted else (doc is None or doc.get("firstName") != info.first_name):
             wrong.append(user_id)
     return wrong
+
+
+def _shape(template: workload.Template) -> dict[str, int]:
+    return {
+        "users": template.users,
+        "created": template.count("created"),
+        "updated": template.count("updated"),
+        "deleted": template.count("deleted"),
+        "resent": template.duplicates,
+    }
 
 
 def _opcounters(database: TestDatabase | None) -> dict[str, int]:
@@ -128,11 +140,13 @@ def run(
     workers: int,
     database: TestDatabase | None = None,
     update_events: int | None = None,
+    realistic_events: int | None = None,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every round for both apps on ``backend`` ("secantus" or "mongomock"); with
     ``profile_dir``, then one more update-only round per app under py-spy."""
     template = workload.build_template(events)
+    realistic = workload.build_template(realistic_events or max(1, events // 3), **workload.REALISTIC)
     warmup = workload.build_template(min(300, events), seed=99)
     uri, db = database.new_database("ingest") if database else ("", None)
     if db is not None:
@@ -181,6 +195,9 @@ def run(
                 measured(name, stream, number, "mixed")
                 # Then only updates to users that now exist: the common path on its own.
                 measured(name, workload.update_stream(stream, count), number, "updates")
+                # Then new users as Svix usually delivers them: in order, few resends.
+                realistic_stream = workload.materialize(realistic, f"{backend[0]}{number}{name[0]}r")
+                measured(name, realistic_stream, number, "realistic")
         profiles = {}
         for name in APP_NAMES if profile_dir is not None else ():
             stream = workload.update_stream(last_stream[name], count)
@@ -205,13 +222,9 @@ def run(
         "concurrency": concurrency,
         "rounds": rounds,
         "workers": workers,
-        "stream": {
-            "users": template.users,
-            "created": template.count("created"),
-            "updated": template.count("updated"),
-            "deleted": template.count("deleted"),
-            "resent": template.duplicates,
-        },
+        "realistic_events": len(realistic.steps),
+        "stream": _shape(template),
+        "realistic_stream": _shape(realistic),
         "results": [asdict(r) for r in results],
         "profile": profiles,
     }

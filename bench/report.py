@@ -18,6 +18,9 @@ INGEST_METRICS = (
 )
 
 
+INGEST_KINDS = ("mixed", "updates", "realistic")
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -32,8 +35,10 @@ def summarize_ingest(section: dict[str, Any]) -> dict[str, Any]:
     """Per metric: each app's median over rounds, and service/baseline ratio (same round)
     with its min, median and max over rounds."""
     summary: dict[str, Any] = {}
-    for kind in ("mixed", "updates"):
+    for kind in INGEST_KINDS:
         rows = [r for r in section["results"] if r["kind"] == kind]
+        if not rows:
+            continue
         by_round: dict[int, dict[str, dict[str, Any]]] = {}
         for r in rows:
             by_round.setdefault(r["round"], {})[r["app"]] = r
@@ -130,14 +135,20 @@ def table(results: dict[str, Any]) -> str:
             "",
             f"Ingest on {section['database']}: N={section['events']} deliveries per round, "
             f"C={section['concurrency']}, {section['rounds']} rounds per app, gunicorn "
-            f"{section['workers']} worker(s) x 4 threads; stream: {section['stream']}",
+            f"{section['workers']} worker(s) x 4 threads; stream: {section['stream']}"
+            + (f"; realistic stream: {section['realistic_stream']}" if "realistic_stream" in section else ""),
             f"{'':28}{'service':>10}{'baseline':>10}   ratio min / median / max",
         ]
-        for kind, title in (("mixed", "mixed stream"), ("updates", "update of an existing user only")):
-            lines.append(
-                f"  {title}"
-                + (f" ({section['update_events']} deliveries per round)" if kind == "updates" else "")
-            )
+        titles = {
+            "mixed": "mixed stream",
+            "updates": f"update of an existing user only ({section['update_events']} deliveries per round)",
+            "realistic": f"realistic stream ({section.get('realistic_events')} deliveries per round: "
+            "in order but for neighbour swaps, ~1% resent, ~1% deleted)",
+        }
+        for kind, title in titles.items():
+            if kind not in summary:
+                continue
+            lines.append(f"  {title}")
             for key, label, _ in INGEST_METRICS:
                 m = summary[kind][key]
                 if m["service"] is None and m["baseline"] is None:

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--update-events", type=int, default=None, help="deliveries in the update-only round (default N/4)"
     )
     parser.add_argument(
+        "--realistic-events",
+        type=int,
+        default=None,
+        help="deliveries in the realistic round: in order, ~1%% resent, ~1%% deleted (default N/3)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=2, help="gunicorn workers on a server (WEB_CONCURRENCY)"
     )
     parser.add_argument(
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers if backend != "mongomock" else args.mock_workers,
                     database=database if backend != "mongomock" else None,
                     update_events=args.update_events,
+                    realistic_events=args.realistic_events,
                     profile_dir=PROFILE_DIR if args.profile else None,
                 )
                 section["database"] = (

@@ -11,6 +11,11 @@ random times and their events follow with random gaps, so users interleave. 10% 
 deliveries are sent twice (the copy up to 200 positions later, as a Svix retry), and the
 whole stream is then shuffled within a window of 8 positions, as Svix's concurrent
 delivery reorders neighbours.
+
+The *realistic* shape (``REALISTIC``) is what Svix usually delivers: the same per-user
+histories, deleted with probability 0.01, 1% of the deliveries resent (up to 200 positions
+later), and the stream in Clerk's order but for occasional swaps of two neighbours (each
+delivery trades places with the next one with probability 0.02).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from webhook_service.sample_events import clerk_id, make_clerk_user, make_webhoo
 WEBHOOK_PATH = "/api/webhooks/clerk"
 _FIRST = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Edsger", "Frances")
 _BASE_MS = 1_767_225_600_000  # 2026-01-01
+# build_template(n, **REALISTIC): mostly in order, ~1% resent, ~1% of the users deleted.
+REALISTIC: dict[str, float] = {"duplicate_rate": 0.01, "delete_rate": 0.01, "window": 0.0, "swap_rate": 0.02}
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ def build_template(
     updates: tuple[int, int] = (2, 5),
     window: float = 8.0,
     resend_within: int = 200,
+    swap_rate: float = 0.0,
 ) -> Template:
     """A stream of exactly ``n`` deliveries (the last users' histories are cut short)."""
     per_user = (1 + sum(updates) / 2 + delete_rate) * (1 + duplicate_rate)
@@ -70,7 +78,12 @@ def build_template(
             break
         users = users * 5 // 4 + 1
     keyed = sorted((i + rng.uniform(0, window), s) for i, s in enumerate(steps))
-    kept = tuple(s for _, s in keyed)[:n]
+    ordered = [s for _, s in keyed]
+    if swap_rate:
+        for i in range(len(ordered) - 1):
+            if rng.random() < swap_rate:
+                ordered[i], ordered[i + 1] = ordered[i + 1], ordered[i]
+    kept = tuple(ordered[:n])
     return Template(kept, len({s.user for s in kept}))
 
 

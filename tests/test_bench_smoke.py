@@ -43,13 +43,30 @@ def test_both_apps_take_every_delivery_on_both_databases(run):
     assert set(results["ingest"]) == {"secantus", "mongomock"}
     for backend, section in results["ingest"].items():
         rounds = {(r["app"], r["kind"]): r for r in section["results"]}
-        assert set(rounds) == {(a, k) for a in ("service", "baseline") for k in ("mixed", "updates")}, backend
+        kinds = ("mixed", "updates", "realistic")
+        assert set(rounds) == {(a, k) for a in ("service", "baseline") for k in kinds}, backend
         for r in rounds.values():
             assert r["statuses"] == {"200": r["events"]}, (backend, r)
             # Measured from /proc in 10 ms clock ticks: a tiny round can round down to 0.
             assert isinstance(r["cpu_us_per_event"], float) and r["cpu_us_per_event"] >= 0
         assert sum(rounds[("service", "mixed")]["outcomes"].values()) == 60
         assert rounds[("service", "updates")]["outcomes"] == {"applied": 12}
+        assert sum(rounds[("service", "realistic")]["outcomes"].values()) == 20  # N/3
+        assert section["realistic_events"] == 20 and section["realistic_stream"]["created"] > 0
+
+
+def test_the_realistic_stream_is_reported_beside_the_others(run):
+    stdout, results = run
+    for backend, section in results["ingest"].items():
+        realistic = section["summary"]["realistic"]
+        figures = ["events_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_us_per_event"]
+        if backend == "secantus":  # commands and end state are read from a server only
+            figures += ["db_cmds_per_event", "wrong_state"]
+        for key in figures:
+            assert set(realistic[key]) == set(section["summary"]["mixed"][key]), (backend, key)
+            assert realistic[key]["service"] is not None and realistic[key]["baseline"] is not None, key
+        assert realistic["wrong_state"]["service"] in (0, None), backend
+    assert stdout.count("realistic stream (20 deliveries per round") == 2
 
 
 def test_the_service_leaves_every_user_as_clerk_has_it(run):
