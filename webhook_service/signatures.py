@@ -21,11 +21,13 @@ class WebhookVerifier:
         self._webhook = Webhook(signing_secret)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> str:
-        """Check the signature and timestamp; return the delivery id (``svix-id``)."""
-        lowered = {k.lower(): v for k, v in headers.items()}
-        delivery_id = lowered.get("svix-id") or lowered.get("webhook-id")
+        """Check the signature and timestamp; return the delivery id (``svix-id``).
+
+        svix lowercases the header names itself, so they are handed over as they came.
+        """
+        delivery_id = _header(headers, "svix-id") or _header(headers, "webhook-id")
         try:
-            self._webhook.verify(body, lowered)
+            self._webhook.verify(body, headers)
         except WebhookVerificationError as exc:
             raise SignatureError(str(exc) or "invalid signature") from exc
         except Exception as exc:  # binascii.Error, ValueError, UnicodeDecodeError, ...
@@ -33,3 +35,11 @@ class WebhookVerifier:
         if not delivery_id:
             raise SignatureError("missing delivery id header")
         return delivery_id
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by its lowercase name, from werkzeug's case-insensitive headers or a dict."""
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "getlist"):
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value

@@ -39,8 +39,10 @@ def receive_clerk_event():
 def _streamed_past_limit(body: bytes) -> bool:
     """A body sent without Content-Length (chunked, as gunicorn passes it through) is
     cut at MAX_CONTENT_LENGTH by werkzeug instead of refused; refuse it here."""
+    if request.content_length is not None:
+        return False
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit is None or request.content_length is not None or len(body) < limit:
+    if limit is None or len(body) < limit:
         return False
     return bool(request.environ["wsgi.input"].read(1))
 
