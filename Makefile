@@ -22,6 +22,7 @@ $(EXPO_STAMP): $(EXPO)/package.json $(EXPO)/package-lock.json
 
 test: $(STAMP) $(EXPO_STAMP)  ## the whole suite, as CI runs it
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	cd $(EXPO) && npm run --silent typecheck
 	$(BIN)/python -m pytest
 	@if command -v promtool >/dev/null 2>&1; then \
@@ -36,6 +37,7 @@ bench: $(STAMP)  ## the service against the guide's few lines, side by side (ARG
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .hypothesis .ruff_cache $(EXPO)/node_modules $(EXPO)/dist-test

@@ -1,9 +1,10 @@
 """``python -m webhook_service <command>``: the same commands as ``flask --app wsgi``."""
 
+from flask import Flask
 from flask.cli import FlaskGroup
 
 
-def _load_app():
+def _load_app() -> Flask:
     from wsgi import app
 
     return app

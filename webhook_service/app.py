@@ -28,7 +28,7 @@ class Services:
     """Everything a request needs, built once per app (and so once per worker)."""
 
     config: Config
-    db: Database
+    db: Database[Any]
     store: UserStore
     events: EventLog
     verifier: WebhookVerifier
@@ -39,7 +39,7 @@ class Services:
     deliveries: DeliveryHandler
 
 
-def build_services(config: Config, db: Database | None = None) -> Services:
+def build_services(config: Config, db: Database[Any] | None = None) -> Services:
     db = db if db is not None else connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     metrics = Metrics()
     store = UserStore(db, insert_only_fields=config.insert_only_fields, cascade=config.delete_cascade)
@@ -75,7 +75,7 @@ def build_services(config: Config, db: Database | None = None) -> Services:
     )
 
 
-def create_app(config: Config | None = None, *, db: Database | None = None) -> Flask:
+def create_app(config: Config | None = None, *, db: Database[Any] | None = None) -> Flask:
     """Build the app. ``config`` defaults to the environment; ``db`` lets tests inject one."""
     config = config or Config.from_env()
     app = Flask(__name__)

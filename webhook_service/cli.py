@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 from flask import Flask, current_app
@@ -25,6 +26,11 @@ from .store import StoreUnavailable, ensure_indexes
 from .store import migrate as store_migrate
 from .store.indexes import failure_reason
 
+if TYPE_CHECKING:
+    from .app import Services
+
+FC = TypeVar("FC", bound=Callable[..., object])
+
 
 def register_commands(app: Flask) -> None:
     from .dev_commands import DEV_COMMANDS
@@ -33,8 +39,9 @@ def register_commands(app: Flask) -> None:
         app.cli.add_command(command)
 
 
-def app_services():
-    return current_app.extensions["webhook_service"]
+def app_services() -> Services:
+    services: Services = current_app.extensions["webhook_service"]
+    return services
 
 
 def fail(message: str) -> NoReturn:
@@ -189,7 +196,7 @@ def parse_since(value: str | None) -> datetime | None:
 _OUTCOMES = click.Choice([o.value for o in Outcome])
 
 
-def _since_option(help: str):
+def _since_option(help: str) -> Callable[[FC], FC]:
     """--since, parsed while click parses options, so a bad value is a usage error (exit 2)."""
     return click.option("--since", callback=lambda _ctx, _param, value: parse_since(value), help=help)
 
@@ -201,7 +208,9 @@ def _since_option(help: str):
 @_since_option("Only deliveries received since: 30m, 2h, 7d or an ISO date.")
 @click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
 @with_appcontext
-def events_command(status, user_id, event_type, since, limit) -> None:
+def events_command(
+    status: str | None, user_id: str | None, event_type: str | None, since: datetime | None, limit: int
+) -> None:
     """List recent deliveries from the event log, newest first."""
     try:
         rows = app_services().events.find(
@@ -223,7 +232,7 @@ def events_command(status, user_id, event_type, since, limit) -> None:
 @click.option("--status", type=_OUTCOMES, help="Replay every stored delivery with this outcome.")
 @_since_option("Replay every stored delivery received since: 30m, 2h, 7d or an ISO date.")
 @with_appcontext
-def replay_command(svix_id, status, since) -> None:
+def replay_command(svix_id: str | None, status: str | None, since: datetime | None) -> None:
     """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
     services = app_services()
     if not (svix_id or status or since):

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
 from .domain import INSERT_ONLY_ALLOWED, CascadeRule, parse_cascade_rules
+
+N = TypeVar("N", int, float)
 
 
 class ConfigError(ValueError):
@@ -143,7 +146,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default, kind):
+def _number(env: Mapping[str, str], name: str, default: N, kind: Callable[[str], N]) -> N:
     raw = env.get(name, "").strip()
     if not raw:
         return default

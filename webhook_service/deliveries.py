@@ -21,6 +21,7 @@ from .domain import (
     parse_event,
     redacted_deletion,
 )
+from .metrics import Metrics
 from .store import EventLog, EventRecord, ForeignIndexRefused, StoreUnavailable, UserStore
 
 log = logging.getLogger("webhook_service.delivery")
@@ -60,7 +61,7 @@ def kept_payload(result: DeliveryResult, body: bytes) -> str | None:
 
 
 class DeliveryHandler:
-    def __init__(self, store: UserStore, events: EventLog, metrics=None) -> None:
+    def __init__(self, store: UserStore, events: EventLog, metrics: Metrics | None = None) -> None:
         self.store = store
         self.events = events
         self.metrics = metrics

@@ -7,6 +7,7 @@ event is about its first sample user (Ada), and ``dev-token`` signs for one of i
 from __future__ import annotations
 
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -20,7 +21,7 @@ from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def _sample_user(user_id: str | None) -> dict | None:
+def _sample_user(user_id: str | None) -> dict[str, Any] | None:
     """The local Clerk's user with this id (the first one when no id is given)."""
     users = sample_events.sample_users()
     if user_id is None:
@@ -38,19 +39,29 @@ def _sample_user(user_id: str | None) -> dict | None:
 @click.option("--first-name")
 @click.option("--last-name")
 @with_appcontext
-def send_test_event(event_type, url, user_id, new_user, email, username, first_name, last_name) -> None:
+def send_test_event(
+    event_type: str,
+    url: str,
+    user_id: str | None,
+    new_user: bool,
+    email: str | None,
+    username: str | None,
+    first_name: str | None,
+    last_name: str | None,
+) -> None:
     """Build a realistic Clerk event, sign it with the configured secret and post it."""
     secret = app_services().config.webhook_signing_secret
     if new_user and user_id:
         fail("--new and --user-id exclude each other")
     user = None if new_user else _sample_user(user_id)
     if event_type == "user.deleted":
-        if new_user:
+        target = user["id"] if user is not None else user_id
+        if target is None:
             fail("user.deleted needs an existing user: give --user-id, or leave it out for Ada")
-        data = sample_events.make_deleted_data(user_id or user["id"])
+        data = sample_events.make_deleted_data(target)
     else:
         given = {"email": email, "first_name": first_name, "last_name": last_name, "username": username}
-        changes = {k: v for k, v in given.items() if v is not None}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if user is None:  # --new, or an id the local Clerk does not have
             data = sample_events.make_clerk_user(user_id, **changes)
         elif "email" in changes:  # rebuild the addresses around the new primary one

@@ -376,7 +376,7 @@ class _Users(dict[str, dict[str, Any]]):
         super().__delitem__(k)
         self.version += 1
 
-    def pop(self, *args: Any) -> Any:  # type: ignore[override]
+    def pop(self, *args: Any) -> Any:
         self.version += 1
         return super().pop(*args)
 
@@ -392,7 +392,7 @@ class _Users(dict[str, dict[str, Any]]):
         super().update(*args, **kwargs)
         self.version += 1
 
-    def setdefault(self, k: str, default: Any = None) -> Any:  # type: ignore[override]
+    def setdefault(self, k: str, default: Any = None) -> Any:
         self.version += 1
         return super().setdefault(k, default)
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .clerk_api import ClerkAPI
 from .domain import Outcome, Plan, map_clerk_user, plan_user, unmappable_reason
@@ -86,7 +87,9 @@ def reconcile(
     return report
 
 
-def _apply_page(store, page, report: ReconcileReport, run_id: str, seen: set[str] | None) -> None:
+def _apply_page(
+    store: UserStore, page: list[Any], report: ReconcileReport, run_id: str, seen: set[str] | None
+) -> None:
     users = []
     for raw in page:
         reason = unmappable_reason(raw)
@@ -134,7 +137,15 @@ def _apply_page(store, page, report: ReconcileReport, run_id: str, seen: set[str
     store.mark_seen([i for i in ids if i not in stamped], run_id)
 
 
-def _delete_missing(store, clerk, report, run_id, started_ms, seen, force) -> None:
+def _delete_missing(
+    store: UserStore,
+    clerk: ClerkAPI,
+    report: ReconcileReport,
+    run_id: str,
+    started_ms: int,
+    seen: set[str] | None,
+    force: bool,
+) -> None:
     """Delete local users Clerk did not list, after Clerk confirms each one is gone.
 
     Offset paging can skip a user when another is deleted mid-run, so absence from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
 
 from ..store import StoreUnavailable, ping
 
@@ -10,13 +11,13 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> ResponseReturnValue:
     """The process is alive. Deliberately does not touch the database."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> ResponseReturnValue:
     """Ready when the database answers a ping within about two seconds and the indexes
     the service's correctness rests on exist (made now if they can be)."""
     services = current_app.extensions["webhook_service"]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from ..clerk_api import ClerkUnavailable
 from ..store import StoreUnavailable
 from ..sync import SyncedUserGone
 from ..tokens import TokenError, VerifierUnavailable
+
+if TYPE_CHECKING:
+    from ..app import Services
 
 bp = Blueprint("sync", __name__)
 log = logging.getLogger("webhook_service.sync")
@@ -23,7 +28,7 @@ RETRY_AFTER_UNCONFIGURED_S = 300
 
 
 @bp.post("/api/users/sync")
-def sync_current_user():
+def sync_current_user() -> ResponseReturnValue:
     services = current_app.extensions["webhook_service"]
     status, body, retry_after = _sync(services)
     services.metrics.sync(status)
@@ -33,7 +38,7 @@ def sync_current_user():
     return response, status
 
 
-def _sync(services) -> tuple[int, dict, int | None]:
+def _sync(services: Services) -> tuple[int, dict[str, Any], int | None]:
     if services.sync is None:
         detail = "CLERK_SECRET_KEY is not set"
         return 503, {"error": "sync not configured", "detail": detail}, RETRY_AFTER_UNCONFIGURED_S

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..signatures import SignatureError
@@ -14,7 +15,7 @@ log = logging.getLogger("webhook_service.delivery")
 
 
 @bp.post("/api/webhooks/clerk")
-def receive_clerk_event():
+def receive_clerk_event() -> ResponseReturnValue:
     services = current_app.extensions["webhook_service"]
     body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
     if _streamed_past_limit(body):

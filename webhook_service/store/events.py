@@ -44,7 +44,7 @@ class EventRecord:
 class EventLog:
     def __init__(
         self,
-        db: Database,
+        db: Database[Any],
         *,
         retention_days: float = 7.0,
         flush_interval_s: float = 1.0,
@@ -246,7 +246,7 @@ class EventLog:
         return list(cursor.limit(limit) if limit else cursor)
 
 
-def erase_payloads(db: Database, clerk_ids: list[str]) -> None:
+def erase_payloads(db: Database[Any], clerk_ids: list[str]) -> None:
     """Remove the personal data of deleted users from their event records: the payload
     (names, email addresses, IP) goes; the record that the delivery happened stays. The
     record of a deletion keeps its payload, which holds only the user's id."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
@@ -34,7 +35,7 @@ class IndexReport:
     failed: list[tuple[IndexSpec, str]] = field(default_factory=list)
 
 
-def read_indexes(db: Database) -> list[ExistingIndex]:
+def read_indexes(db: Database[Any]) -> list[ExistingIndex]:
     return [
         ExistingIndex.from_info(name, info)
         for name in (USERS, TOMBSTONES, EVENTS)
@@ -42,13 +43,13 @@ def read_indexes(db: Database) -> list[ExistingIndex]:
     ]
 
 
-def plan_for(db: Database) -> IndexPlan:
+def plan_for(db: Database[Any]) -> IndexPlan:
     from .users import WRITTEN_FIELDS
 
     return plan_indexes(read_indexes(db), WRITTEN_FIELDS)
 
 
-def ensure_indexes(db: Database, *, create: bool = True) -> IndexReport:
+def ensure_indexes(db: Database[Any], *, create: bool = True) -> IndexReport:
     """Create every missing index; raise IndexUnavailable if a required one cannot be had."""
     report = IndexReport(plan_for(db))
     if not create:
@@ -76,7 +77,7 @@ def ensure_indexes(db: Database, *, create: bool = True) -> IndexReport:
     return report
 
 
-def migrate(db: Database, say: Callable[[str], None]) -> IndexReport:
+def migrate(db: Database[Any], say: Callable[[str], None]) -> IndexReport:
     """Replace each conflicting index with what the service needs, then create what is
     missing. Safe to rerun (the plan is read afresh) and while the service runs: between
     the drop and the create, writes go through; only lookups lack the index."""
@@ -85,7 +86,7 @@ def migrate(db: Database, say: Callable[[str], None]) -> IndexReport:
     return ensure_indexes(db)
 
 
-def _replace(db: Database, conflict: Conflict, say: Callable[[str], None]) -> None:
+def _replace(db: Database[Any], conflict: Conflict, say: Callable[[str], None]) -> None:
     old, new = conflict.index, conflict.replacement
     collection = db[old.collection]
     collection.drop_index(old.name)
@@ -111,7 +112,7 @@ def failure_reason(exc: PyMongoError) -> str:
     return f"{name}: {message}"[:300]
 
 
-def warn_about_conflicts(db: Database) -> IndexPlan | None:
+def warn_about_conflicts(db: Database[Any]) -> IndexPlan | None:
     """At start: one warning line per conflicting index, then the service goes on."""
     try:
         plan = plan_for(db)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pymongo
 from pymongo import MongoClient, WriteConcern
 from pymongo.database import Database
@@ -11,7 +13,7 @@ from ..schema import EVENTS, TOMBSTONES, USERS
 __all__ = ["EVENTS", "TOMBSTONES", "USERS", "connect", "ping"]
 
 
-def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000) -> Database:
+def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000) -> Database[Any]:
     """Open the database named by the URI's path.
 
     Every operation is bounded by ``timeout_ms`` (pymongo's client-side timeout) so a
@@ -19,7 +21,7 @@ def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000
     wait for the journal on a majority unless the URI asks for something else: a 2xx
     must only follow a durable write.
     """
-    client: MongoClient = MongoClient(
+    client: MongoClient[Any] = MongoClient(
         uri,
         timeoutMS=timeout_ms,
         serverSelectionTimeoutMS=server_selection_ms,
@@ -34,7 +36,7 @@ def connect(uri: str, *, timeout_ms: int = 5000, server_selection_ms: int = 2000
     return client.get_database(write_concern=write_concern)
 
 
-def ping(db: Database, timeout_s: float = 2.0) -> bool:
+def ping(db: Database[Any], timeout_s: float = 2.0) -> bool:
     """True when the server answers a ping within ``timeout_s``."""
     try:
         with pymongo.timeout(timeout_s):

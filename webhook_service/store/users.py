@@ -82,7 +82,7 @@ class UserStore:
 
     def __init__(
         self,
-        db: Database,
+        db: Database[Any],
         clock: Callable[[], datetime] | None = None,
         *,
         insert_only_fields: tuple[str, ...] = (),
@@ -204,7 +204,7 @@ class UserStore:
         created: list[int] = []
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             try:
-                created = list(self.users.bulk_write(ops, ordered=False).upserted_ids)
+                created = list(self.users.bulk_write(ops, ordered=False).upserted_ids or {})
             except BulkWriteError as exc:
                 created = [u["index"] for u in exc.details.get("upserted", [])]
                 for error in exc.details.get("writeErrors", []):
@@ -274,7 +274,9 @@ class UserStore:
         with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
             self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
 
-    def iter_unseen(self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None):
+    def iter_unseen(
+        self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None
+    ) -> Iterator[str]:
         """Local users Clerk did not list, skipping any written since the run began."""
         query: dict[str, Any] = {"clerkUpdatedAt": {"$not": {"$gte": older_than_ms}}}
         if run_id is not None:
