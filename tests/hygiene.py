@@ -129,7 +129,7 @@ def _text(value: str | bytes | None) -> str | None:
     return value
 
 
-# -- figures for the README's Reliability table ------------------------------------------
+# -- figures for docs/reliability.md's table ----------------------------------------------
 
 _PLUGIN_NAME = "reliability-figures"
 

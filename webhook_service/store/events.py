@@ -3,7 +3,7 @@
 
 Records are written in batches by a background thread, so logging a delivery costs
 the request no database round trip: the user write is the only one on the common
-path. The trade-off is stated plainly in the README: a record still in the buffer
+path. The trade-off is stated plainly in docs/design.md: a record still in the buffer
 when a worker is killed is lost, while the user write it describes is not. Records,
 including the raw payload with its personal data, expire through a TTL index.
 """
