@@ -170,14 +170,19 @@ class EventLog:
     def _erase_deleted_users(self, batch: list[EventRecord]) -> None:
         """Strip the payloads just written for users already deleted. Checked after the
         write, as inserts check for tombstones: either this read sees the tombstone, or
-        the deletion comes later and erases these records itself."""
+        the deletion comes later and erases these records itself. Only this batch's
+        records are touched, by ``_id``: the deletion erased the user's earlier ones."""
         ids = list({r.user_id for r in batch if r.user_id and r.payload is not None})
         if not ids:
             return
         tombstones = self.collection.database[TOMBSTONES]
-        deleted = [t["_id"] for t in tombstones.find({"_id": {"$in": ids}}, {"_id": 1})]
-        if deleted:
-            erase_payloads(self.collection.database, deleted)
+        deleted = {t["_id"] for t in tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
+        written = [r.delivery_id for r in batch if r.user_id in deleted and r.payload is not None]
+        if written:
+            self.collection.update_many(
+                {"_id": {"$in": written}, "type": {"$ne": "user.deleted"}},
+                {"$unset": {"payload": ""}, "$set": {"erased": True}},
+            )
 
     def _latest(self, record: EventRecord) -> dict[str, Any]:
         """The fields every attempt sets."""
