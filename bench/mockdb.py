@@ -7,7 +7,7 @@ that keeps an event log, that makes an operation cost milliseconds after a few t
 deliveries, and the figures would describe mongomock. So, while ``indexed_mongomock()``
 is active:
 
-* a query with an equality (or ``$in``) on ``_id``, ``clerkId``, ``usernameLower``,
+* a query with an equality (or ``$in``) on ``_id``, ``clerkId``, ``usernameLower``, ``userId``,
   ``followers`` or ``following`` (top level, inside ``$and``, or in every branch of an
   ``$or``) looks its candidates up in a hash map, then still applies mongomock's own
   ``filter_applies`` to each. The maps may hold stale entries but miss none for the
@@ -36,7 +36,7 @@ from mongomock.store import CollectionStore
 
 from tests.mongomock_compat import patched_mongomock
 
-INDEXED = ("clerkId", "usernameLower", "followers", "following")
+INDEXED = ("clerkId", "usernameLower", "followers", "following", "userId")
 _KEYS = (str, ObjectId)
 _lock = threading.Lock()
 _active = False
