@@ -12,7 +12,7 @@ The end state must equal Clerk's: one document per live user with Clerk's fields
 no document and a tombstone for every deleted user. The helpers here
 (``storm_history``, ``Storm``, ``check_convergence``) are reused by test_faults.py.
 
-``STORM_DELIVERIES`` sets the number of deliveries sent (default 5000), duplicates
+``STORM_DELIVERIES`` sets the number of deliveries sent (default 4000), duplicates
 included: a fifth of them repeat an earlier delivery (25% on top of the distinct ones).
 """
 
@@ -46,7 +46,7 @@ from tests.signing import signed_headers
 pytestmark = pytest.mark.slow
 
 WEBHOOK = "/api/webhooks/clerk"
-STORM_DELIVERIES = int(os.environ.get("STORM_DELIVERIES", "5000"))
+STORM_DELIVERIES = int(os.environ.get("STORM_DELIVERIES", "4000"))
 DUPLICATE_SHARE = 0.25
 CLIENT_THREADS = 16
 DELETE_PERCENT = 0.7  # per change: about a tenth of the users end up deleted
