@@ -92,8 +92,8 @@ def main() -> None:
         env["CLERK_SECRET_KEY"] = clerk.secret_key
         env["CLERK_JWT_KEY"] = public_pem_of(clerk.signing_key_pem or "").replace("\n", "\\n")
         exported += ["CLERK_API_URL", "CLERK_SECRET_KEY", "CLERK_JWT_KEY"]
-        names = ", ".join(f"{u['first_name']} ({u['id']})" for u in sample_users())
-        print(f"local Clerk: {clerk.url} with {len(clerk.users)} sample users: {names}")
+        people = ", ".join(f"{u['first_name']} ({u['id']})" for u in sample_users())
+        print(f"local Clerk: {clerk.url} with {len(clerk.users)} sample users: {people}")
         print("  CLERK_API_URL, CLERK_SECRET_KEY and CLERK_JWT_KEY point the service at it")
     url = f"http://127.0.0.1:{env['PORT']}"
     env["WEBHOOK_URL"] = f"{url}/api/webhooks/clerk"

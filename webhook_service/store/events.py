@@ -28,6 +28,8 @@ from .mongo import EVENTS, TOMBSTONES
 
 log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
+# What erasing a record's personal data does: the payload goes, the record stays.
+_ERASE_PAYLOAD = {"$unset": {"payload": ""}, "$set": {"erased": True}}
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class EventLog:
         if written:
             self.collection.update_many(
                 {"_id": {"$in": written}, "type": {"$ne": "user.deleted"}},
-                {"$unset": {"payload": ""}, "$set": {"erased": True}},
+                _ERASE_PAYLOAD,
             )
 
     def _latest(self, record: EventRecord) -> dict[str, Any]:
@@ -257,5 +259,5 @@ def erase_payloads(db: Database[Any], clerk_ids: list[str]) -> None:
     record of a deletion keeps its payload, which holds only the user's id."""
     db[EVENTS].update_many(
         {"userId": {"$in": clerk_ids}, "type": {"$ne": "user.deleted"}, "payload": {"$exists": True}},
-        {"$unset": {"payload": ""}, "$set": {"erased": True}},
+        _ERASE_PAYLOAD,
     )
