@@ -47,7 +47,7 @@ def start_dev_database() -> tuple[subprocess.Popen, str]:
             return process, uri
         except Exception:
             if process.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"the development database did not start on port {DB_PORT} (is the port taken?)")
+                sys.exit(f"the development database did not start on port {DB_PORT} (taken? set DEV_DB_PORT)")
             time.sleep(0.2)
 
 
