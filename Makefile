@@ -20,11 +20,15 @@ $(EXPO_STAMP): $(EXPO)/package.json $(EXPO)/package-lock.json
 	cd $(EXPO) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(EXPO_STAMP)
 
+# Two pytest workers, one test file each at a time (a module's fixtures stay in one worker).
+# Each worker starts its own test database server. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(EXPO_STAMP)  ## the whole suite, as CI runs it
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	cd $(EXPO) && npm run --silent typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 	@if command -v promtool >/dev/null 2>&1; then \
 		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
 	else echo "promtool not found: skipped deploy/prometheus/alerts_test.yml (get it with: apt-get install prometheus)"; fi
