@@ -89,9 +89,15 @@ def test_reconcile_and_sync_report_their_figures(run):
 def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
     stdout, results = run
     assert "Targets:" in stdout
-    names = [t["target"] for t in results["targets"]]
-    # CPU and deliveries/s on each database, commands per delivery on the server, reconcile x2
-    assert len(names) == 7
+    goals = {(t["measured_on"], t["target"]): t["goal"] for t in results["targets"]}
+    # CPU and deliveries/s per stream on each database, commands per delivery on the
+    # server, reconcile x2
+    assert len(goals) == 2 * 3 * 2 + 1 + 2
+    cpu = "service CPU per delivery / baseline's, "
+    for backend in ("secantus", "mongomock"):
+        assert goals[(backend, cpu + "update path")].startswith("<= 1.1 ")
+        assert goals[(backend, cpu + "mixed stream")].startswith("<= 1.3 ")
+        assert goals[(backend, "service deliveries/s / baseline's, realistic stream")].startswith(">= 0.9 ")
     assert all(t["met"] in (True, False) for t in results["targets"])
     change = report.changes(results, results)
     assert "Change against the previous run" in change and "(+0%" in change
