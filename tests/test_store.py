@@ -11,12 +11,14 @@ import hashlib
 import itertools
 import random
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
+from pymongo import MongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
 from tests.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
@@ -619,3 +621,40 @@ def test_flush_waits_for_the_batch_the_writer_thread_has_in_flight(store):
             assert store.db["events"].count_documents({"_id": {"$regex": f"^r{round_}-"}}) == 300
         finally:
             events.close()
+
+
+class _EventInserts(monitoring.CommandListener):
+    """How many records each ``insert`` into ``events`` carried, as the server saw it."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert" and event.command.get("insert") == "events":
+            self.sizes.append(len(event.command["documents"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_records_arriving_while_a_batch_is_written_wait_for_the_next_full_batch(mongo_uri):
+    """A steady stream is written in full batches. Draining the buffer after each write
+    would send the few records that arrived meanwhile on their own, each batch costing
+    an insert and a tombstone check."""
+    inserts = _EventInserts()
+    client = MongoClient(mongo_uri, event_listeners=[inserts], tz_aware=True)
+    events = EventLog(client.get_default_database(), flush_interval_s=30, batch_size=50)
+    try:
+        for i in range(400):
+            events.record(EventRecord(f"steady-{i}", "user.updated", "user_x", Outcome.APPLIED, payload="{}"))
+            time.sleep(0.002)
+        events.flush()
+        assert client.get_default_database()["events"].count_documents({}) == 400
+        assert sum(inserts.sizes) == 400
+        assert all(size >= 50 for size in inserts.sizes[:-1]), inserts.sizes
+    finally:
+        events.close()
+        client.close()

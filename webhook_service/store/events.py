@@ -91,22 +91,27 @@ class EventLog:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        while True:
-            with self._wake:
-                batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
-            if not batch:
-                return
-            try:
-                self._write(batch)
-            except BulkWriteError as exc:
-                # Unordered: the rest landed. Typically two workers raced to insert the
-                # same delivery's record; writing the losers again now finds it.
-                failed = sorted({e["index"] for e in exc.details.get("writeErrors", [])})
-                self._requeue([batch[i] for i in failed])
-                raise
-            except PyMongoError:
-                self._requeue(batch)
-                raise
+        while self._write_one_batch():
+            pass
+
+    def _write_one_batch(self) -> bool:
+        """Write up to ``max_batch`` buffered records; False if there were none."""
+        with self._wake:
+            batch = [self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))]
+        if not batch:
+            return False
+        try:
+            self._write(batch)
+        except BulkWriteError as exc:
+            # Unordered: the rest landed. Typically two workers raced to insert the
+            # same delivery's record; writing the losers again now finds it.
+            failed = sorted({e["index"] for e in exc.details.get("writeErrors", [])})
+            self._requeue([batch[i] for i in failed])
+            raise
+        except PyMongoError:
+            self._requeue(batch)
+            raise
+        return True
 
     def _requeue(self, records: list[EventRecord]) -> None:
         with self._wake:
@@ -132,9 +137,14 @@ class EventLog:
             with self._wake:
                 if self._closed:
                     return
-                self._wake.wait(backoff)
+                if len(self._buffer) < self._batch_size:
+                    self._wake.wait(backoff)
             try:
-                self.flush()
+                # One batch per wake, not a drain: the few records that arrive while a
+                # batch is in flight wait for the next one, instead of each costing a
+                # write (and its tombstone check) of their own.
+                with self._flush_lock:
+                    self._write_one_batch()
                 backoff = self._interval
             except PyMongoError as exc:
                 backoff = min(backoff * 2, 5.0)
