@@ -206,6 +206,16 @@ def table(results: dict[str, Any]) -> str:
                 f"    {label:<24}"
                 + "".join(f"{_fmt(figures[k]):>10}" for k in ("p50_ms", "p95_ms", "p99_ms"))
             )
+    commands = results.get("commands")
+    if commands:
+        lines += [
+            "",
+            f"One command at a time from one client, {commands['calls']} calls x {commands['rounds']} rounds "
+            "(medians, us per command):",
+            f"{'':40}{'client CPU':>12}{'wall':>10}",
+        ]
+        for name, figures in commands["figures"].items():
+            lines.append(f"    {name:<36}{_fmt(figures['cpu_us']):>12}{_fmt(figures['wall_us']):>10}")
     lines += ["", "Targets:"]
     for t in results["targets"]:
         verdict = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, procstat, profile, reconcile_bench, report, sync_bench
+from bench import commands, ingest, procstat, profile, reconcile_bench, report, sync_bench
 from bench.servers import TestDatabase, log
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -74,7 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="users the one-at-a-time baseline upserts (compare users/s)",
     )
     parser.add_argument("--sync-requests", type=int, default=400, help="POST /api/users/sync calls")
-    parser.add_argument("--only", default="ingest,reconcile,sync", help="parts to run, comma-separated")
+    parser.add_argument(
+        "--command-calls", type=int, default=300, help="calls per command and round in the commands part"
+    )
+    parser.add_argument(
+        "--only", default="ingest,reconcile,sync,commands", help="parts to run, comma-separated"
+    )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the results")
     parser.add_argument(
         "--profile",
@@ -143,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "sync" in parts:
             results["sync"] = sync_bench.run(database, requests=args.sync_requests)
+        if "commands" in parts:
+            results["commands"] = commands.run(database, calls=args.command_calls)
     finally:
         database.close()
     results["meta"]["duration_s"] = round(time.monotonic() - began, 1)

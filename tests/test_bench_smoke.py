@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 TINY = [
     "--events", "60", "--rounds", "1", "--update-events", "12", "--concurrency", "4",
     "--reconcile-users", "600", "--reconcile-baseline-users", "100", "--sync-requests", "6",
+    "--command-calls", "10",
 ]  # fmt: skip
 
 
@@ -84,6 +85,16 @@ def test_reconcile_and_sync_report_their_figures(run):
     assert reconcile["service"]["peak_rss_mb"] > 0
     assert results["sync"]["end_to_end"]["requests"] == 6
     assert set(results["sync"]["parts"]) == {"jwt_verify", "clerk_get_user", "db_upsert_and_read"}
+
+
+def test_the_commands_part_reports_client_cpu_and_wall_time_per_command(run):
+    stdout, results = run
+    figures = results["commands"]["figures"]
+    assert set(figures) == {"ping", "baseline update", "service update (upsert_if_newer)"}
+    for name, f in figures.items():
+        assert f["wall_us"] > 0 and f["cpu_us"] >= 0 and len(f["cpu_us_rounds"]) == 5, name
+        assert name in stdout
+    assert "One command at a time from one client" in stdout
 
 
 def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
