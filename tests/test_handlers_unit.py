@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import mongomock
 import pytest
 from bson import ObjectId
+from pymongo.errors import AutoReconnect
 
 from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.helpers import USER_DOC_FIELDS
@@ -548,3 +550,36 @@ def test_handler_never_raises_for_these_bodies(handler: DeliveryHandler) -> None
     for make in bodies:
         result = handler.handle(new_delivery(), make())
         assert result.status in (200, 400)
+
+
+class _UnreachableEvents:
+    """An events collection whose every insert fails at once, as a refused connection does."""
+
+    def __init__(self, database: Any) -> None:
+        self.database = database
+        self.inserts = 0
+
+    def insert_many(self, *args: Any, **kwargs: Any) -> None:
+        self.inserts += 1
+        raise AutoReconnect("connection refused")
+
+
+def test_the_event_log_writer_backs_off_while_writes_fail_then_writes_everything(mongomock_compat, mock_db):
+    """A full buffer is written at once while writes succeed, but not while they fail:
+    then the writer waits longer between attempts instead of retrying in a tight loop."""
+    log = EventLog(mock_db, flush_interval_s=0.05, batch_size=10)
+    real_collection = log.collection
+    down = log.collection = _UnreachableEvents(mock_db)  # type: ignore[assignment]
+    try:
+        for i in range(25):
+            log.record(EventRecord(f"down-{i}", "user.updated", ALICE, Outcome.APPLIED, payload="{}"))
+        time.sleep(1.0)
+        assert 2 <= down.inserts <= 6  # 0.05 s doubling: 0.1, 0.2, 0.4, 0.8 s between tries
+        log.collection = real_collection
+        deadline = time.monotonic() + 8
+        while mock_db.events.count_documents({}) < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mock_db.events.count_documents({}) == 25
+    finally:
+        log.collection = real_collection
+        log.close()

@@ -133,11 +133,13 @@ class EventLog:
 
     def _run(self) -> None:
         backoff = self._interval
+        failing = False
         while True:
             with self._wake:
                 if self._closed:
                     return
-                if len(self._buffer) < self._batch_size:
+                # A full batch waiting is written at once, unless writes are failing.
+                if failing or len(self._buffer) < self._batch_size:
                     self._wake.wait(backoff)
             try:
                 # One batch per wake, not a drain: the few records that arrive while a
@@ -145,9 +147,9 @@ class EventLog:
                 # write (and its tombstone check) of their own.
                 with self._flush_lock:
                     self._write_one_batch()
-                backoff = self._interval
+                backoff, failing = self._interval, False
             except PyMongoError as exc:
-                backoff = min(backoff * 2, 5.0)
+                backoff, failing = min(backoff * 2, 5.0), True
                 log.warning("event log write failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
 
     def _write(self, batch: list[EventRecord]) -> None:
