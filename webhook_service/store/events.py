@@ -88,11 +88,8 @@ class EventLog:
     def flush(self) -> None:
         """Write everything buffered now. Raises PyMongoError if the database is down."""
         with self._flush_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        while self._write_one_batch():
-            pass
+            while self._write_one_batch():
+                pass
 
     def _write_one_batch(self) -> bool:
         """Write up to ``max_batch`` buffered records; False if there were none."""
