@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from pymongo.database import Database
 from werkzeug.exceptions import HTTPException
 
@@ -37,6 +37,12 @@ class Services:
     sync: UserSync | None
     metrics: Metrics
     deliveries: DeliveryHandler
+
+
+def current_services() -> Services:
+    """The services of the app handling this request or command (needs an app context)."""
+    services: Services = current_app.extensions["webhook_service"]
+    return services
 
 
 def build_services(config: Config, db: Database[Any] | None = None) -> Services:

@@ -11,13 +11,14 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
+from .app import current_services
 from .clerk_api import ClerkAPI, ClerkUnavailable
 from .domain import Outcome
 from .reconcile import ReconcileRefused, ReconcileReport, reconcile
@@ -25,9 +26,6 @@ from .schema import MIGRATE_COMMAND
 from .store import StoreUnavailable, ensure_indexes
 from .store import migrate as store_migrate
 from .store.indexes import failure_reason
-
-if TYPE_CHECKING:
-    from .app import Services
 
 FC = TypeVar("FC", bound=Callable[..., object])
 
@@ -37,11 +35,6 @@ def register_commands(app: Flask) -> None:
 
     for command in (init_db, reconcile_command, events_command, replay_command, *DEV_COMMANDS):
         app.cli.add_command(command)
-
-
-def app_services() -> Services:
-    services: Services = current_app.extensions["webhook_service"]
-    return services
 
 
 def fail(message: str) -> NoReturn:
@@ -63,7 +56,7 @@ def init_db(check: bool, migrate: bool) -> None:
     """
     if check and migrate:
         fail("--check and --migrate exclude each other")
-    db = app_services().db
+    db = current_services().db
     try:
         report = store_migrate(db, click.echo) if migrate else ensure_indexes(db, create=not check)
     except StoreUnavailable as exc:
@@ -117,7 +110,7 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
     Paced to --max-rps, and waits as long as a 429's Retry-After asks (up to 30 s) before
     trying again, so a run never starves the app of Clerk's rate limit.
     """
-    services = app_services()
+    services = current_services()
     if not services.config.clerk_secret_key:
         fail("CLERK_SECRET_KEY is not set; reconcile needs Clerk's Backend API")
     clerk = ClerkAPI(
@@ -213,7 +206,7 @@ def events_command(
 ) -> None:
     """List recent deliveries from the event log, newest first."""
     try:
-        rows = app_services().events.find(
+        rows = current_services().events.find(
             outcome=status, user_id=user_id, event_type=event_type, since=since, limit=limit
         )
     except Exception as exc:
@@ -234,7 +227,7 @@ def events_command(
 @with_appcontext
 def replay_command(svix_id: str | None, status: str | None, since: datetime | None) -> None:
     """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
-    services = app_services()
+    services = current_services()
     if not (svix_id or status or since):
         fail("name a svix-id, or pass --status or --since")
     try:

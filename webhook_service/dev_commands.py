@@ -15,7 +15,8 @@ import httpx
 from flask.cli import with_appcontext
 
 from . import sample_events
-from .cli import app_services, fail
+from .app import current_services
+from .cli import fail
 from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -50,7 +51,7 @@ def send_test_event(
     last_name: str | None,
 ) -> None:
     """Build a realistic Clerk event, sign it with the configured secret and post it."""
-    secret = app_services().config.webhook_signing_secret
+    secret = current_services().config.webhook_signing_secret
     if new_user and user_id:
         fail("--new and --user-id exclude each other")
     user = None if new_user else _sample_user(user_id)
@@ -90,7 +91,7 @@ def dev_token(user_id: str | None) -> None:
     USER_ID defaults to the first sample user (Ada). The token has no azp, as a native
     app's has. Refuses to run against any other Clerk.
     """
-    config = app_services().config
+    config = current_services().config
     secret = config.clerk_secret_key or ""
     api = config.clerk_api_url
     if urlsplit(api).hostname not in LOOPBACK_HOSTS or not secret.startswith(LOCAL_SECRET_PREFIX):

@@ -8,8 +8,12 @@ type on malformed headers or bodies, and every one of them means "reject".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from svix.webhooks import Webhook, WebhookVerificationError
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
 
 
 class SignatureError(Exception):
@@ -20,7 +24,7 @@ class WebhookVerifier:
     def __init__(self, signing_secret: str) -> None:
         self._webhook = Webhook(signing_secret)
 
-    def verify(self, body: bytes, headers: Mapping[str, str]) -> str:
+    def verify(self, body: bytes, headers: Mapping[str, str] | Headers) -> str:
         """Check the signature and timestamp; return the delivery id (``svix-id``).
 
         svix lowercases the header names itself, so they are handed over as they came.
@@ -37,7 +41,7 @@ class WebhookVerifier:
         return delivery_id
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def _header(headers: Mapping[str, str] | Headers, name: str) -> str | None:
     """A header by its lowercase name, from werkzeug's case-insensitive headers or a dict."""
     value = headers.get(name)
     if value is None and not hasattr(headers, "getlist"):

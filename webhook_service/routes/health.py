@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from ..app import current_services
 from ..store import StoreUnavailable, ping
 
 bp = Blueprint("health", __name__)
@@ -20,7 +21,7 @@ def healthz() -> ResponseReturnValue:
 def readyz() -> ResponseReturnValue:
     """Ready when the database answers a ping within about two seconds and the indexes
     the service's correctness rests on exist (made now if they can be)."""
-    services = current_app.extensions["webhook_service"]
+    services = current_services()
     if not ping(services.db, timeout_s=2.0):
         return jsonify(status="unavailable", error="database did not answer"), 503
     try:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from ..app import Services, current_services
 from ..clerk_api import ClerkUnavailable
 from ..store import StoreUnavailable
 from ..sync import SyncedUserGone
 from ..tokens import TokenError, VerifierUnavailable
-
-if TYPE_CHECKING:
-    from ..app import Services
 
 bp = Blueprint("sync", __name__)
 log = logging.getLogger("webhook_service.sync")
@@ -29,7 +27,7 @@ RETRY_AFTER_UNCONFIGURED_S = 300
 
 @bp.post("/api/users/sync")
 def sync_current_user() -> ResponseReturnValue:
-    services = current_app.extensions["webhook_service"]
+    services = current_services()
     status, body, retry_after = _sync(services)
     services.metrics.sync(status)
     response = jsonify(body)

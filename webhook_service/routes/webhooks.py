@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..app import current_services
 from ..signatures import SignatureError
 
 bp = Blueprint("webhooks", __name__)
@@ -16,7 +17,7 @@ log = logging.getLogger("webhook_service.delivery")
 
 @bp.post("/api/webhooks/clerk")
 def receive_clerk_event() -> ResponseReturnValue:
-    services = current_app.extensions["webhook_service"]
+    services = current_services()
     body = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 before any work
     if _streamed_past_limit(body):
         raise RequestEntityTooLarge()
