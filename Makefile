@@ -3,12 +3,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench sample-event clean
+.PHONY: run test lint lock audit bench sample-event clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The venv holds exactly the dev lock: every package pinned and its hash checked, nothing
+# resolved on the day. Editing a lock or an .in file rebuilds it from scratch (an .in edit
+# without `make lock` then fails tests/test_locks.py, which names what to relock).
+$(STAMP): requirements.in requirements-dev.in requirements.txt requirements-dev.txt
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.txt
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# Re-resolve both locks from the .in files (see README, "Dependencies"). ARGS passes
+# pip-compile options: ARGS="--upgrade-package svix" for one package, ARGS=--upgrade for all.
+LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-find-links --no-emit-index-url --no-emit-trusted-host $(ARGS)
+
+lock: $(STAMP)  ## re-resolve requirements.txt and requirements-dev.txt from the .in files
+	$(LOCK) -o requirements.txt requirements.in
+	$(LOCK) -o requirements-dev.txt requirements-dev.in
 
 run: $(STAMP)  ## serve on http://127.0.0.1:8000 (embedded dev database unless MONGODB_URI is set)
 	$(BIN)/python scripts/dev_server.py
@@ -19,6 +33,9 @@ EXPO_STAMP := $(EXPO)/node_modules/.installed
 $(EXPO_STAMP): $(EXPO)/package.json $(EXPO)/package-lock.json
 	cd $(EXPO) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(EXPO_STAMP)
+
+audit: $(STAMP)  ## known vulnerabilities in both Python locks and the Expo client's lock (npm audit, pip-audit)
+	$(BIN)/python scripts/audit.py
 
 # Two pytest workers, one test file each at a time (a module's fixtures stay in one worker).
 # Each worker starts its own test database server. TEST_WORKERS=0 runs in this process.
