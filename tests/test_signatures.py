@@ -1,4 +1,11 @@
-"""WebhookVerifier against deliveries signed exactly as Svix signs them."""
+"""WebhookVerifier against deliveries signed exactly as Svix signs them.
+
+The expectations are the Standard Webhooks specification's and Svix's documentation's, not
+one library version's: the signature header may list several space-separated signatures and
+the delivery verifies when any one matches; entries of other versions are ignored; no
+matching entry, or a timestamp more than five minutes away, is refused. The messages are
+the library's own, so only the refusal is asserted, never its wording.
+"""
 
 from __future__ import annotations
 
@@ -101,7 +108,7 @@ def test_key_rotation_new_secret_verifies_delivery_signed_by_old_and_new() -> No
     assert WebhookVerifier(OTHER_SECRET).verify(BODY.encode(), h) == MSG_ID
     assert WebhookVerifier(TEST_SECRET).verify(BODY.encode(), h) == MSG_ID
     unrelated = WebhookVerifier("whsec_" + base64.b64encode(b"a-third-secret-nobody-signs-with").decode())
-    with pytest.raises(SignatureError, match="No matching signature"):
+    with pytest.raises(SignatureError):
         unrelated.verify(BODY.encode(), h)
 
 
@@ -112,18 +119,26 @@ def test_unknown_signature_versions_are_skipped(verifier: WebhookVerifier) -> No
     assert verifier.verify(BODY.encode(), h) == MSG_ID
 
 
+def test_a_valid_digest_under_another_version_label_does_not_verify(verifier: WebhookVerifier) -> None:
+    h = headers()
+    digest = h["svix-signature"].removeprefix("v1,")
+    h["svix-signature"] = f"v2,{digest} v1a,{digest} v0,{digest}"
+    with pytest.raises(SignatureError):
+        verifier.verify(BODY.encode(), h)
+
+
 # -- rejected: signature/timestamp ------------------------------------------------------------
 
 
 def test_timestamp_older_than_five_minutes_is_rejected(verifier: WebhookVerifier) -> None:
     at = datetime.now(UTC) - timedelta(minutes=6)
-    with pytest.raises(SignatureError, match="too old"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), headers(at=at))
 
 
 def test_timestamp_newer_than_five_minutes_is_rejected(verifier: WebhookVerifier) -> None:
     at = datetime.now(UTC) + timedelta(minutes=6)
-    with pytest.raises(SignatureError, match="too new"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), headers(at=at))
 
 
@@ -132,12 +147,12 @@ def test_replayed_signature_with_a_fresh_timestamp_header_is_rejected(verifier: 
     old = datetime.now(UTC) - timedelta(minutes=30)
     h = headers(at=old)
     h["svix-timestamp"] = str(int(datetime.now(UTC).timestamp()))
-    with pytest.raises(SignatureError, match="No matching signature"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), h)
 
 
 def test_wrong_secret_is_rejected(verifier: WebhookVerifier) -> None:
-    with pytest.raises(SignatureError, match="No matching signature"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), headers(secret=OTHER_SECRET))
 
 
@@ -154,14 +169,14 @@ def test_wrong_secret_is_rejected(verifier: WebhookVerifier) -> None:
 def test_tampered_body_is_rejected(verifier: WebhookVerifier, tamper) -> None:
     body = tamper(BODY.encode())
     assert body != BODY.encode()
-    with pytest.raises(SignatureError, match="No matching signature"):
+    with pytest.raises(SignatureError):
         verifier.verify(body, headers())
 
 
 def test_signature_for_another_delivery_id_is_rejected(verifier: WebhookVerifier) -> None:
     h = headers()
     h["svix-id"] = "msg_someOtherDelivery"
-    with pytest.raises(SignatureError, match="No matching signature"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), h)
 
 
@@ -169,7 +184,7 @@ def test_signature_for_another_delivery_id_is_rejected(verifier: WebhookVerifier
 def test_missing_header_is_rejected(verifier: WebhookVerifier, missing: str) -> None:
     h = headers()
     del h[missing]
-    with pytest.raises(SignatureError, match="Missing required headers"):
+    with pytest.raises(SignatureError):
         verifier.verify(BODY.encode(), h)
 
 
@@ -186,15 +201,15 @@ def test_no_headers_at_all_is_rejected(verifier: WebhookVerifier) -> None:
         verifier.verify(BODY.encode(), {})
 
 
-# -- rejected: inputs on which svix raises something other than its own error --------------
+# -- malformed headers: whatever the library raises, the caller sees a SignatureError --------
 
 
 @pytest.mark.parametrize(
     "signature",
     [
-        "v1abc",  # no comma: ValueError on unpacking
-        "v1,abc",  # bad base64: binascii.Error
-        "v1,a,b",  # too many commas: ValueError
+        "v1abc",  # no comma
+        "v1,abc",  # not a whole base64 digest
+        "v1,a,b",  # too many commas
         "v1,!!!!",  # not base64 at all
         "garbage",
     ],
@@ -206,12 +221,30 @@ def test_malformed_signature_header_is_a_signature_error(verifier: WebhookVerifi
         verifier.verify(BODY.encode(), h)
 
 
-def test_malformed_entry_before_a_valid_signature_is_rejected(verifier: WebhookVerifier) -> None:
-    """svix stops at the first unparseable entry; that must still surface as a SignatureError."""
+def test_a_malformed_entry_beside_a_valid_signature_is_either_skipped_or_refused(
+    verifier: WebhookVerifier,
+) -> None:
+    """The specification says a delivery is valid when any listed signature matches, and does
+    not say what to do with an entry that cannot be parsed: a verifier may skip it (what
+    standardwebhooks 1.3 does) or refuse the header (1.1 stopped at it). Either is safe, as
+    the valid entry really is the sender's; what must hold is that the answer is the
+    delivery id or a SignatureError, never another exception."""
+    for listed in ("v1,abc {valid}", "{valid} v1,abc", "v1abc {valid}", "v1,!!!! {valid} v1,a,b"):
+        h = headers()
+        h["svix-signature"] = listed.format(valid=h["svix-signature"])
+        try:
+            assert verifier.verify(BODY.encode(), h) == MSG_ID
+        except SignatureError as exc:
+            assert str(exc)
+
+
+def test_malformed_entries_alone_never_verify(verifier: WebhookVerifier) -> None:
     h = headers()
-    h["svix-signature"] = "v1,abc " + h["svix-signature"]
-    with pytest.raises(SignatureError):
-        verifier.verify(BODY.encode(), h)
+    digest = h["svix-signature"].removeprefix("v1,")
+    for listed in (f"v1,abc v1abc {digest}", f"v1 ,{digest}", f"v1,{digest[:-4]}", f"V1,{digest}"):
+        h["svix-signature"] = listed
+        with pytest.raises(SignatureError):
+            verifier.verify(BODY.encode(), h)
 
 
 def test_non_utf8_body_is_a_signature_error(verifier: WebhookVerifier) -> None:
