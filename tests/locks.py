@@ -51,9 +51,7 @@ def unsatisfied(in_file: Path, lock_file: Path) -> list[str]:
             continue
         version = locked.get(canonicalize_name(requirement.name))
         if version is None:
-            problems.append(
-                f"{written_in}: {requirement} is not in {lock_file.name}; run `make lock`"
-            )
+            problems.append(f"{written_in}: {requirement} is not in {lock_file.name}; run `make lock`")
         elif not requirement.specifier.contains(version, prereleases=True):
             problems.append(
                 f"{written_in}: {requirement} is not satisfied by {requirement.name}=={version} "
