@@ -38,6 +38,7 @@ def on_starting(server):
     from webhook_service.store import connect, warn_about_conflicts
 
     configure_logging(config.log_format)
+    _serve_metrics(config.metrics_addr)
     if not config.clerk_secret_key:
         logging.getLogger("webhook_service").warning(
             "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
@@ -45,6 +46,27 @@ def on_starting(server):
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     warn_about_conflicts(db)
     db.client.close()
+
+
+def _serve_metrics(address):
+    """One /metrics listener for the whole service, in the master: it aggregates every
+    worker's files, and a scrape never waits behind webhook traffic."""
+    if address is None:
+        return
+    from webhook_service import metrics
+
+    host, port = address
+    try:
+        metrics.serve(host, port)
+    except OSError as exc:
+        print(
+            f"configuration error: METRICS_ADDR {host}:{port} cannot be served ({exc.strerror}); "
+            "set METRICS_ADDR to a free host:port, or off",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(1)
+    logging.getLogger("webhook_service").info("metrics on http://%s:%d/metrics", host, port)
 
 
 def child_exit(server, worker):

@@ -78,6 +78,7 @@ def start_local_clerk() -> LocalClerk:
 def main() -> None:
     env = dict(os.environ)
     env.setdefault("PORT", "8000")
+    env.setdefault("METRICS_ADDR", "127.0.0.1:9464")
     database = None
     if not env.get("MONGODB_URI"):
         database, env["MONGODB_URI"] = start_dev_database()
@@ -101,6 +102,7 @@ def main() -> None:
     DATA.mkdir(exist_ok=True)
     names = [*exported, "WEBHOOK_URL", "SERVICE_URL"]
     (DATA / "dev.env").write_text("".join(f"export {n}={shlex.quote(env[n])}\n" for n in names))
+    print(f"metrics on http://{env['METRICS_ADDR']}/metrics (METRICS_ADDR; not on the public port)")
     print(f"serving on {url}; from another terminal, after `. .data/dev.env`:")
     print("  make sample-event                                   # a signed user.created for Ada")
     print('  curl -X POST -H "Authorization: Bearer $(.venv/bin/flask --app wsgi dev-token)" '

@@ -16,11 +16,14 @@ from typing import Any
 
 import httpx
 from click.testing import Result
+from prometheus_client import make_wsgi_app
 from pymongo import MongoClient
+from werkzeug.test import Client
 
 from tests.fake_clerk import FakeClerkAPI, clerk_id, make_clerk_user, make_webhook_event
 from tests.signing import signed_delivery
 from tests.tokens_util import bearer, mint_token
+from webhook_service import metrics
 from webhook_service.domain import map_clerk_user
 
 WEBHOOK = "/api/webhooks/clerk"
@@ -181,3 +184,10 @@ def wait_until_ready(
             pass
         time.sleep(0.2)
     return False
+
+
+def metrics_text() -> str:
+    """A scrape of the metrics listener's app (what ``metrics.serve`` answers), in process."""
+    response = Client(make_wsgi_app(metrics.registry())).get("/metrics")
+    assert response.status_code == 200
+    return response.get_data(as_text=True)

@@ -82,6 +82,8 @@ class GunicornService(Running):
         app: str | None = None,
     ) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.app = app  # another WSGI app under the same command (see procfile_command)
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -102,6 +104,7 @@ class GunicornService(Running):
             "DB_TIMEOUT_MS": None if db_timeout_ms is None else str(db_timeout_ms),
             "PROMETHEUS_MULTIPROC_DIR": str(self._dir / "metrics"),
             "PORT": str(self.port),
+            "METRICS_ADDR": f"127.0.0.1:{self.metrics_port}",
             # gunicorn's control socket goes to $XDG_RUNTIME_DIR/gunicorn.ctl (else one path
             # under $HOME); a directory per instance keeps concurrent instances apart.
             "XDG_RUNTIME_DIR": str(self._dir),

@@ -24,6 +24,19 @@ def test_defaults():
     assert config.authorized_parties == ()
 
 
+@pytest.mark.parametrize(
+    ("raw", "address"),
+    [
+        ("", ("127.0.0.1", 9464)),  # loopback by default: never the public port's audience
+        ("0.0.0.0:9464", ("0.0.0.0", 9464)),  # one variable exposes it to a cluster's scraper
+        (" [::]:9100 ", ("::", 9100)),
+        ("off", None),
+    ],
+)
+def test_the_metrics_listener_address(raw, address):
+    assert Config.from_env(dict(BASE, METRICS_ADDR=raw)).metrics_addr == address
+
+
 def test_authorized_parties_are_split_and_trimmed():
     config = Config.from_env(dict(BASE, CLERK_AUTHORIZED_PARTIES=" https://a.dev, ,https://b.dev "))
     assert config.authorized_parties == ("https://a.dev", "https://b.dev")
@@ -43,6 +56,11 @@ def test_authorized_parties_are_split_and_trimmed():
         ({"CLERK_RETRY_BUDGET_MS": "x"}, "CLERK_RETRY_BUDGET_MS"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"CLERK_API_URL": "ftp://api"}, "CLERK_API_URL"),
+        ({"METRICS_ADDR": "9464"}, "METRICS_ADDR"),
+        ({"METRICS_ADDR": "0.0.0.0"}, "METRICS_ADDR"),
+        ({"METRICS_ADDR": "0.0.0.0:http"}, "METRICS_ADDR"),
+        ({"METRICS_ADDR": "0.0.0.0:70000"}, "METRICS_ADDR"),
+        ({"METRICS_ADDR": "http://0.0.0.0:9464/metrics"}, "METRICS_ADDR"),
     ],
 )
 def test_bad_values_name_the_variable(overrides, named):

@@ -8,6 +8,7 @@ The launcher is tests/processes.GunicornService.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,12 +61,14 @@ def test_procfile_service_applies_webhooks_and_reports(running, mongo_uri):
         assert unsigned.status_code == 400
         assert unsigned.json()["error"] == "invalid signature"
 
-    # Every worker writes its samples to the shared directory; ask on fresh connections
-    # a few times so whichever worker answers, the applied delivery is in the aggregate.
+    # Every worker writes its samples to the shared directory, and the master's listener
+    # aggregates them; the public port has no /metrics.
     tmp_dir = Path(running.env["TMPDIR"])
     assert list(tmp_dir.glob("clerk-webhook-metrics-*/*.db")), "metrics are not multiprocess"
+    public = httpx.get(running.url + "/metrics", timeout=10.0)
+    assert public.status_code == 404 and public.json()["error"] == "not found"
     for _ in range(4):
-        metrics = httpx.get(running.url + "/metrics", headers={"Connection": "close"}, timeout=10.0)
+        metrics = httpx.get(running.metrics_url, headers={"Connection": "close"}, timeout=10.0)
         assert metrics.status_code == 200
         assert "clerk_webhook_deliveries_total" in metrics.text
         applied = re.search(
@@ -105,8 +108,15 @@ def test_sigterm_stops_the_service_cleanly(running):
         ("MONGODB_URI", None),
         ("CLERK_WEBHOOK_SIGNING_SECRET", "sk_test_pastedTheApiKeyByMistake0123"),
         ("MONGODB_URI", "mongodb://127.0.0.1:27017"),  # no database name
+        ("METRICS_ADDR", "9464"),  # no host
     ],
-    ids=["secret-missing", "mongodb-uri-missing", "secret-malformed", "mongodb-uri-without-db"],
+    ids=[
+        "secret-missing",
+        "mongodb-uri-missing",
+        "secret-malformed",
+        "mongodb-uri-without-db",
+        "metrics-addr-without-host",
+    ],
 )
 def test_bad_configuration_exits_nonzero_naming_the_variable(mongo_uri, variable, value):
     # value None: the variable is not set at all.
@@ -114,6 +124,20 @@ def test_bad_configuration_exits_nonzero_naming_the_variable(mongo_uri, variable
     returncode, output = exit_status_of_failed_start(service, f"{variable}={value!r}")
     assert returncode != 0
     assert any(variable in line and "configuration error" in line for line in output.splitlines()), output
+    assert "Traceback" not in output
+
+
+@pytest.mark.timeout(60)
+def test_a_taken_metrics_address_stops_the_start_naming_the_variable(mongo_uri):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = GunicornService(mongo_uri, env={"METRICS_ADDR": f"127.0.0.1:{port}"})
+        returncode, output = exit_status_of_failed_start(service, "a taken METRICS_ADDR")
+    assert returncode != 0
+    [line] = [line for line in output.splitlines() if "METRICS_ADDR" in line]
+    assert line.startswith(f"configuration error: METRICS_ADDR 127.0.0.1:{port} cannot be served"), output
     assert "Traceback" not in output
 
 

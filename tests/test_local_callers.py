@@ -39,12 +39,14 @@ class DevServer:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.metrics_addr = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "MONGODB_", "PROMETHEUS_"))}
         env.update(
             PORT=str(self.port),
             DEV_DB_PORT=str(free_port()),
             DEV_CLERK_PORT=str(free_port()),
             DEV_DATA_DIR=str(data_dir),
+            METRICS_ADDR=self.metrics_addr,
         )
         self.log = data_dir / "dev-server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,10 @@ def test_the_dev_server_says_what_it_started_and_exports_it(dev):
     assert dev.env["CLERK_JWT_KEY"].startswith("-----BEGIN PUBLIC KEY-----\\n")
     assert set(dev.env) >= {"MONGODB_URI", "CLERK_WEBHOOK_SIGNING_SECRET", "WEBHOOK_URL", "SERVICE_URL"}
     assert "CLERK_SECRET_KEY is not set" not in output
+    metrics_url = f"http://{dev.metrics_addr}/metrics"
+    assert f"metrics on {metrics_url} (METRICS_ADDR; not on the public port)" in output
+    assert "clerk_webhook_started_timestamp_seconds" in httpx.get(metrics_url, timeout=10).text
+    assert httpx.get(dev.url + "/metrics", timeout=10).status_code == 404
 
 
 def test_a_webhook_a_sync_and_a_reconcile_dry_run_tell_one_story(dev):

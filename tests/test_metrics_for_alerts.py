@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_clerk import make_webhook_event
-from tests.helpers import WEBHOOK, clerk_user, deliver, new_id
+from tests.helpers import WEBHOOK, clerk_user, deliver, metrics_text, new_id
 from tests.signing import signed_delivery
 from webhook_service.domain import Outcome
 from webhook_service.metrics import Metrics
@@ -44,13 +44,11 @@ SUFFIXES = {
 TARGET_LABELS = {"job", "instance"}
 
 
-def scrape(client) -> dict[str, list[dict[str, str]]]:
-    """Every sample name in ``/metrics`` with the label sets of its samples (none yet for a
-    labelled metric never used)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
+def scrape() -> dict[str, list[dict[str, str]]]:
+    """Every sample name a scrape of the metrics listener shows, with the label sets of its
+    samples (none yet for a labelled metric never used)."""
     out: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+    for family in text_string_to_metric_families(metrics_text()):
         for suffix in SUFFIXES.get(family.type, ("",)):
             out.setdefault(family.name + suffix, [])
         for sample in family.samples:
@@ -58,9 +56,8 @@ def scrape(client) -> dict[str, list[dict[str, str]]]:
     return out
 
 
-def value(client, name: str, **labels: str) -> float | None:
-    response = client.get("/metrics")
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+def value(name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(metrics_text()):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return sample.value
@@ -74,27 +71,27 @@ def test_a_delivery_sets_the_last_delivery_timestamp_to_now(client):
     before = time.time()
     assert deliver(client, "user.created", clerk_user(new_id(), 1)) == "applied"
     after = time.time()
-    stamp = value(client, "clerk_webhook_last_delivery_timestamp_seconds")
+    stamp = value("clerk_webhook_last_delivery_timestamp_seconds")
     assert stamp is not None and before <= stamp <= after
 
 
 def test_any_verified_outcome_counts_but_a_bad_signature_does_not(client):
     user = clerk_user(new_id(), 2)
     deliver(client, "user.created", user)
-    first = value(client, "clerk_webhook_last_delivery_timestamp_seconds")
+    first = value("clerk_webhook_last_delivery_timestamp_seconds")
     time.sleep(1.05)  # the gauge is set at most once a second
     assert deliver(client, "user.created", dict(user, updated_at=user["updated_at"] - 1)) == "stale"
-    stale = value(client, "clerk_webhook_last_delivery_timestamp_seconds")
+    stale = value("clerk_webhook_last_delivery_timestamp_seconds")
     assert stale > first
 
     body, headers = signed_delivery(make_webhook_event("user.created", clerk_user(new_id(), 1)))
     headers["svix-signature"] = "v1,bm90IHRoZSBzaWduYXR1cmU="
     assert client.post(WEBHOOK, data=body, headers=headers).status_code == 400
-    assert value(client, "clerk_webhook_last_delivery_timestamp_seconds") == stale
+    assert value("clerk_webhook_last_delivery_timestamp_seconds") == stale
 
 
 def test_the_start_timestamp_is_set(client):
-    started = value(client, "clerk_webhook_started_timestamp_seconds")
+    started = value("clerk_webhook_started_timestamp_seconds")
     assert started is not None and 0 < started <= time.time()
 
 
@@ -151,7 +148,7 @@ def test_under_gunicorn_workers_a_dead_workers_delivery_is_kept_and_the_start_is
 
 def test_clerk_calls_are_counted_by_status_and_caller(client):
     def count(status: str, caller: str) -> float:
-        return value(client, "clerk_api_requests_total", status=status, caller=caller) or 0.0
+        return value("clerk_api_requests_total", status=status, caller=caller) or 0.0
 
     before = {c: count("429", c) for c in ("reconcile", "sync", "other")}
     metrics = Metrics()
@@ -161,7 +158,7 @@ def test_clerk_calls_are_counted_by_status_and_caller(client):
     assert count("429", "reconcile") == before["reconcile"] + 1
     assert count("429", "sync") == before["sync"] + 1
     assert count("429", "other") == before["other"] + 1
-    callers = {labels["caller"] for labels in scrape(client)["clerk_api_requests_total"]}
+    callers = {labels["caller"] for labels in scrape()["clerk_api_requests_total"]}
     assert callers <= {"sync", "reconcile", "other"}
 
 
@@ -213,7 +210,7 @@ def exported(client) -> dict[str, list[dict[str, str]]]:
     """``/metrics`` after every labelled metric the rules read has samples."""
     deliver(client, "user.created", clerk_user(new_id(), 1))
     Metrics().clerk_call(200)
-    return scrape(client)
+    return scrape()
 
 
 def test_the_rules_file_is_read_whole():
@@ -253,7 +250,7 @@ def test_the_outcomes_the_rules_match_are_outcomes():
 
 def test_every_alert_has_a_promtool_test_and_a_readme_section():
     alerts = re.findall(r"^\s*- alert:\s*(\w+)", ALERTS.read_text(), re.M)
-    assert len(alerts) == len(set(alerts)) == 6
+    assert len(alerts) == len(set(alerts)) == 7
     tests = (PROMETHEUS / "alerts_test.yml").read_text()
     readme = (PROMETHEUS / "README.md").read_text()
     for alert in alerts:

@@ -1,7 +1,8 @@
 """Observability of the service as production runs it (Procfile command under gunicorn).
 
-- ``GET /metrics``: Prometheus text from prometheus_client, aggregated across two gunicorn
-  workers (multiprocess mode), so every scrape shows the same totals whichever worker answers.
+- ``/metrics`` on the master's own listener (``METRICS_ADDR``, never the public port):
+  Prometheus text from prometheus_client, aggregated across two gunicorn workers
+  (multiprocess mode), so every scrape shows the whole service.
 - Logs: one line per delivery with its svix id, event type, user, outcome and duration;
   human-readable by default, one JSON object per line with ``LOG_FORMAT=json``.
 - Hygiene: nothing the service writes contains the signing secret, Clerk's secret key, a
@@ -112,8 +113,8 @@ def sync(url: str, authorization: str | None) -> httpx.Response:
 
 
 def scrape(url: str) -> Samples:
-    """One /metrics scrape, parsed by prometheus_client's own parser."""
-    response = httpx.get(url + "/metrics", headers={"Connection": "close"}, timeout=10.0)
+    """One scrape of the metrics listener, parsed by prometheus_client's own parser."""
+    response = httpx.get(url, headers={"Connection": "close"}, timeout=10.0)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=")
     samples: Samples = {}
@@ -272,12 +273,14 @@ def text_run(database_uri) -> TextRun:
                 sync(url, None).status_code,  # no token: 401
             ]
 
-            scrapes = [scrape(url) for _ in range(SCRAPES)]
+            scrapes = [scrape(service.metrics_url) for _ in range(SCRAPES)]
+            public_metrics = httpx.get(url + "/metrics", timeout=10.0).status_code
             workers_after = service.worker_pids()
             per_worker = per_worker_deliveries(metrics_dir, workers_after)
         output = service.logs()  # after stop: everything, flushed
         clerk_user_requests = fake.request_count("/v1/users/")
 
+    assert public_metrics == 404, "the public port serves /metrics"
     for d in created + newer + deleted:
         assert d.status == 200, d.answer
     handled = created + duplicates + newer + stale + deleted + ignored + malformed
@@ -440,7 +443,7 @@ def down_run() -> DownRun:
             )
             token = mint_token(sub=user["id"])
             sync_status = sync(service.url, bearer(token)).status_code
-            scrapes = [scrape(service.url) for _ in range(SCRAPES)]
+            scrapes = [scrape(service.metrics_url) for _ in range(SCRAPES)]
         output = service.logs()
     secrets = {
         "signing secret": TEST_SECRET,

@@ -15,7 +15,7 @@ import pytest
 from click.testing import Result
 
 from tests.fake_clerk import make_clerk_user, make_webhook_event
-from tests.helpers import WEBHOOK, one_line_error
+from tests.helpers import WEBHOOK, metrics_text, one_line_error
 from tests.processes import GunicornService
 from tests.signing import signed_delivery
 from tests.xclone import legacy_doc, prepare_xclone
@@ -74,8 +74,7 @@ def test_a_write_refused_by_the_apps_email_index_is_503_naming_it_then_applies_a
     lines = [r for r in caplog.records if "msg_phone2" in r.getMessage()]
     assert len(lines) == 1 and "users.email_1" in lines[0].getMessage()
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
-    metrics = client.get("/metrics").get_data(as_text=True)
-    assert 'clerk_webhook_index_conflicts_total{index="email_1"} 1.0' in metrics
+    assert 'clerk_webhook_index_conflicts_total{index="email_1"} 1.0' in metrics_text()
 
     migrated = cli(app, "init-db", "--migrate")
     assert migrated.exit_code == 0, migrated.output

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, current_app, jsonify
 from pymongo.database import Database
 from werkzeug.exceptions import HTTPException
 
 from .clerk_api import ClerkAPI
 from .config import Config
 from .deliveries import DeliveryHandler
-from .metrics import Metrics, render
+from .metrics import Metrics
 from .signatures import WebhookVerifier
 from .store import EventLog, UserStore, connect
 from .sync import UserSync
@@ -93,7 +93,6 @@ def create_app(config: Config | None = None, *, db: Database[Any] | None = None)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(sync.bp)
     app.register_blueprint(health.bp)
-    app.add_url_rule("/metrics", "metrics", _metrics)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
 
@@ -101,11 +100,6 @@ def create_app(config: Config | None = None, *, db: Database[Any] | None = None)
 
     register_commands(app)
     return app
-
-
-def _metrics() -> Response:
-    body, content_type = render()
-    return Response(body, content_type=content_type)
 
 
 def _http_error(exc: HTTPException) -> tuple[Any, int]:

@@ -19,6 +19,9 @@ from svix.webhooks import Webhook
 from .domain import INSERT_ONLY_ALLOWED, CascadeRule, parse_cascade_rules
 
 N = TypeVar("N", int, float)
+# /metrics has a listener of its own, on loopback unless METRICS_ADDR says otherwise: the
+# public port carries Clerk's webhooks and the app's sync, and nothing for strangers to read.
+DEFAULT_METRICS_ADDR = ("127.0.0.1", 9464)
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,7 @@ class Config:
     sync_min_interval_s: float = 10.0
     insert_only_fields: tuple[str, ...] = ()
     delete_cascade: tuple[CascadeRule, ...] = ()
+    metrics_addr: tuple[str, int] | None = DEFAULT_METRICS_ADDR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -64,6 +68,7 @@ class Config:
             sync_min_interval_s=_number(env, "SYNC_MIN_INTERVAL_S", 10.0, float),
             insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
             delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
+            metrics_addr=_listen_address(env.get("METRICS_ADDR", "")),
         )
         config.validate()
         return config
@@ -116,6 +121,23 @@ def _api_base(raw: str) -> str:
     make every user look missing (404), and sync deletes users Clerk says are gone."""
     base = raw.strip().rstrip("/")
     return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def _listen_address(raw: str) -> tuple[str, int] | None:
+    """``host:port`` (``[::1]:9464`` for IPv6), or ``off``; empty means the default."""
+    text = raw.strip()
+    if not text:
+        return DEFAULT_METRICS_ADDR
+    if text.lower() == "off":
+        return None
+    try:
+        parts = urlsplit("//" + text)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        host = port = None
+    if not host or not port or parts.path or parts.username:
+        raise ConfigError(f"METRICS_ADDR must be host:port (e.g. 0.0.0.0:9464) or off, got {text!r}")
+    return host, port
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

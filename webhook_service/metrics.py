@@ -1,8 +1,9 @@
 """Prometheus metrics, correct under several gunicorn workers.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (the gunicorn config sets it), every worker
-writes its samples to files there and ``/metrics`` aggregates them, so a scrape sees
-the whole service whichever worker answers it.
+writes its samples to files there, and one listener of the gunicorn master (``serve``, on
+``METRICS_ADDR``, loopback by default) aggregates them on each scrape: the whole service,
+never on the public port, which carries only webhooks, sync and the probes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 DELIVERIES = Counter(
@@ -116,12 +118,23 @@ def _event_label(event_type: str | None) -> str:
     return event_type if len(event_type) <= 64 and plain.isalnum() else "other"
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text for ``/metrics``, aggregated across workers when multiprocess."""
+def registry() -> CollectorRegistry:
+    """What a scrape reads: every worker's files when multiprocess, else this process."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        aggregate = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+        return aggregate
     from prometheus_client import REGISTRY
 
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return REGISTRY
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text, as the metrics listener serves it."""
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def serve(host: str, port: int) -> None:
+    """Serve ``/metrics`` on ``host:port`` from a thread of this process (the gunicorn
+    master, once for the whole service). Raises OSError when the address is taken."""
+    start_http_server(port, addr=host, registry=registry())
