@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.baseline_app import mapped_fields
 from bench.servers import TestDatabase, log
+from webhook_service.dev.sample_events import make_clerk_user
 from webhook_service.domain import map_clerk_user
-from webhook_service.sample_events import make_clerk_user
 from webhook_service.store import UserStore, ensure_indexes
 
 USERS = 200

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from webhook_service.sample_events import clerk_id, make_clerk_user, make_webhook_event, signed_headers
+from webhook_service.dev.sample_events import clerk_id, make_clerk_user, make_webhook_event, signed_headers
 
 WEBHOOK_PATH = "/api/webhooks/clerk"
 _FIRST = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Edsger", "Frances")

@@ -22,8 +22,8 @@ from pathlib import Path
 from pymongo import MongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from webhook_service.local_clerk import LocalClerk, generate_signing_key, public_pem_of  # noqa: E402
-from webhook_service.sample_events import sample_users  # noqa: E402
+from webhook_service.dev.local_clerk import LocalClerk, generate_signing_key, public_pem_of  # noqa: E402
+from webhook_service.dev.sample_events import sample_users  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("DEV_DATA_DIR") or ROOT / ".data")  # the tests give their own

@@ -1,10 +1,10 @@
 """Clerk's Backend API for the tests: the package's LocalClerk plus fault injection.
 
-``webhook_service.local_clerk.LocalClerk`` is the server ``make run`` uses (users,
+``webhook_service.dev.local_clerk.LocalClerk`` is the server ``make run`` uses (users,
 paging, filters, JWKS, bearer auth). ``FakeClerkAPI`` adds what only tests need: it
 records every request, and it can answer with queued failures, delays, a "down"
 switch, and 504s past an offset limit (as Clerk's large offsets time out). The payload
-builders live in ``webhook_service.sample_events`` and are re-exported here.
+builders live in ``webhook_service.dev.sample_events`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 from werkzeug.wrappers import Request, Response
 
-from webhook_service.local_clerk import LocalClerk, json_response, rsa_jwk
-from webhook_service.sample_events import (
+from webhook_service.dev.local_clerk import LocalClerk, json_response, rsa_jwk
+from webhook_service.dev.sample_events import (
     AUTO,
     DEFAULT_INSTANCE_ID,
     DEFAULT_SECRET_KEY,

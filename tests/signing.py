@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook_service import sample_events
+from webhook_service.dev import sample_events
 
 TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -24,7 +24,7 @@ from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_ev
 from tests.helpers import WEBHOOK, newer, one_line_error
 from tests.mongo_server import free_port
 from tests.signing import signed_delivery
-from webhook_service.sample_events import sample_users
+from webhook_service.dev.sample_events import sample_users
 
 COMMANDS = ("init-db", "reconcile", "events", "replay", "send-test-event", "dev-token")
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="

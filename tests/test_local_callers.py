@@ -23,8 +23,8 @@ import pytest
 from tests.helpers import wait_until_ready
 from tests.mongo_server import free_port
 from tests.processes import REPO_ROOT
-from webhook_service.local_clerk import LocalClerk
-from webhook_service.sample_events import sample_users
+from webhook_service.dev.local_clerk import LocalClerk
+from webhook_service.dev.sample_events import sample_users
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from webhook_service.dev.local_clerk import TOKEN_PATH, LocalClerk, generate_signing_key, public_pem_of
+from webhook_service.dev.sample_events import sample_users
 from webhook_service.domain import map_clerk_user, unmappable_reason
-from webhook_service.local_clerk import TOKEN_PATH, LocalClerk, generate_signing_key, public_pem_of
-from webhook_service.sample_events import sample_users
 from webhook_service.tokens import JwksCache, SessionTokenVerifier, TokenError
 
 

@@ -24,7 +24,7 @@ from click.testing import Result
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_users, make_webhook_event
 from tests.helpers import USER_DOC_FIELDS, WEBHOOK, deliver, legacy_user_doc, newer, one_line_error
 from tests.signing import signed_delivery
-from webhook_service.sample_events import now_ms
+from webhook_service.dev.sample_events import now_ms
 
 PAGE = 500
 START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01

@@ -18,11 +18,11 @@ from flask import Flask
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
-from .app import current_services
 from .clerk_api import ClerkAPI, ClerkUnavailable
 from .domain import Outcome
 from .reconcile import ReconcileRefused, ReconcileReport, reconcile
 from .schema import MIGRATE_COMMAND
+from .services import current_services
 from .store import StoreUnavailable, ensure_indexes
 from .store import migrate as store_migrate
 from .store.indexes import failure_reason
@@ -31,9 +31,7 @@ FC = TypeVar("FC", bound=Callable[..., object])
 
 
 def register_commands(app: Flask) -> None:
-    from .dev_commands import DEV_COMMANDS
-
-    for command in (init_db, reconcile_command, events_command, replay_command, *DEV_COMMANDS):
+    for command in (init_db, reconcile_command, events_command, replay_command):
         app.cli.add_command(command)
 
 

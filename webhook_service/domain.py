@@ -133,6 +133,23 @@ class LocalUser:
         }
 
 
+# xClone's own fields: set only when the service creates a user document, then the app's.
+APP_OWNED_DEFAULTS: dict[str, Any] = {
+    "bannerImage": "",
+    "bio": "",
+    "location": "",
+    "followers": [],
+    "following": [],
+}
+# Every field the service writes on a user document (a unique index on any of them,
+# other than the ones the service keeps unique itself, conflicts with it).
+WRITTEN_FIELDS = frozenset(
+    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
+    + ("usernameLower",)
+    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "clerkSyncedAt", "updatedAt", "createdAt")
+    + tuple(APP_OWNED_DEFAULTS)
+)
+
 def parse_event(body: bytes) -> Event:
     """Parse a verified body, or raise MalformedEvent naming what is wrong."""
     try:

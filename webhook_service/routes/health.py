@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from ..app import current_services
+from ..services import current_services
 from ..store import StoreUnavailable, ping
 
 bp = Blueprint("health", __name__)

@@ -9,8 +9,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..app import Services, current_services
 from ..clerk_api import ClerkUnavailable
+from ..services import Services, current_services
 from ..store import StoreUnavailable
 from ..sync import SyncedUserGone
 from ..tokens import TokenError, VerifierUnavailable

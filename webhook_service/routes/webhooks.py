@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..app import current_services
+from ..services import current_services
 from ..signatures import SignatureError
 
 bp = Blueprint("webhooks", __name__)

@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
+from ..domain import WRITTEN_FIELDS
 from ..schema import EVENTS, TOMBSTONES, USERS, Conflict, ExistingIndex, IndexPlan, IndexSpec, plan_indexes
 from .errors import StoreUnavailable
 
@@ -44,8 +45,6 @@ def read_indexes(db: Database[Any]) -> list[ExistingIndex]:
 
 
 def plan_for(db: Database[Any]) -> IndexPlan:
-    from .users import WRITTEN_FIELDS
-
     return plan_indexes(read_indexes(db), WRITTEN_FIELDS)
 
 

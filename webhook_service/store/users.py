@@ -23,27 +23,19 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from ..domain import CascadeRule, LocalUser, Outcome, claim_beats_holder, disambiguated_username
+from ..domain import (
+    APP_OWNED_DEFAULTS,
+    CascadeRule,
+    LocalUser,
+    Outcome,
+    claim_beats_holder,
+    disambiguated_username,
+)
 from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
 from .events import erase_payloads
 from .indexes import ensure_indexes
 from .mongo import TOMBSTONES, USERS
 
-APP_OWNED_DEFAULTS: dict[str, Any] = {
-    "bannerImage": "",
-    "bio": "",
-    "location": "",
-    "followers": [],
-    "following": [],
-}
-# Every field the service writes on a user document (a unique index on any of them,
-# other than the ones the service keeps unique itself, conflicts with it).
-WRITTEN_FIELDS = frozenset(
-    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
-    + ("usernameLower",)
-    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "clerkSyncedAt", "updatedAt", "createdAt")
-    + tuple(APP_OWNED_DEFAULTS)
-)
 _USERNAME_FIELDS = ("usernameLower", "username")
 _DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 _USERNAME_ATTEMPTS = 4

@@ -14,9 +14,9 @@ import click
 import httpx
 from flask.cli import with_appcontext
 
+from ..cli import fail
+from ..services import current_services
 from . import sample_events
-from .app import current_services
-from .cli import fail
 from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
