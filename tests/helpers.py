@@ -191,3 +191,21 @@ def metrics_text() -> str:
     response = Client(make_wsgi_app(metrics.registry())).get("/metrics")
     assert response.status_code == 200
     return response.get_data(as_text=True)
+
+
+# -- faults, as MongoDB's driver tests make them -------------------------------------------
+
+SERVICE_APP_NAME = "clerk-webhook-service"  # the service's client appname (store/mongo.py)
+
+
+@contextmanager
+def fail_point(uri: str, mode: Any, **data: Any) -> Iterator[None]:
+    """``configureFailPoint failCommand`` for the service's own connections only (by
+    appName), switched off again on the way out."""
+    with MongoClient(uri, serverSelectionTimeoutMS=3000) as client:
+        data = {"appName": SERVICE_APP_NAME, **data}
+        client.admin.command({"configureFailPoint": "failCommand", "mode": mode, "data": data})
+        try:
+            yield
+        finally:
+            client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})

@@ -1,7 +1,9 @@
 """A real MongoDB wire-protocol server for the tests.
 
-By default a SecantusDB process on a free loopback port; with ``TEST_MONGODB_URI`` set,
-that server instead (then tests that stop and restart the server are skipped).
+By default a SecantusDB process on a free loopback port, with the test commands MongoDB's
+own driver tests use (``configureFailPoint``, ``replSetStepDown``); with ``TEST_MONGODB_URI``
+set, that server instead (then tests that stop and restart the server are skipped, and a
+real mongod needs ``--setParameter enableTestCommands=1`` for the fault tests).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class MongoServer:
             return
         self.process = subprocess.Popen(
             [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-             "--storage-path", self.storage, "--log-level", "ERROR"],
+             "--storage-path", self.storage, "--log-level", "ERROR", "--enable-test-commands"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

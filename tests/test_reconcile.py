@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -22,9 +23,18 @@ from bson import ObjectId
 from click.testing import Result
 
 from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_users, make_webhook_event
-from tests.helpers import USER_DOC_FIELDS, WEBHOOK, deliver, legacy_user_doc, newer, one_line_error
+from tests.helpers import (
+    USER_DOC_FIELDS,
+    WEBHOOK,
+    deliver,
+    fail_point,
+    legacy_user_doc,
+    newer,
+    one_line_error,
+)
 from tests.signing import signed_delivery
 from webhook_service.dev.sample_events import now_ms
+from webhook_service.domain import map_clerk_user
 
 PAGE = 500
 START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
@@ -310,6 +320,29 @@ def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(a
     # Deleted for good, as after user.deleted: a late delivery cannot bring it back.
     assert deliver(client, "user.updated", newer(gone1, 60_000)) == "stale"
     assert doc(db, gone1["id"]) is None
+
+
+def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(app, db, fake_clerk, mongo_uri):
+    """Each bound covers one command, never the walk over the unseen users: the deletions
+    made between its pages run under their own deadlines, however long the phase lasts."""
+    store = app.extensions["webhook_service"].store
+    keep = fake_clerk.add_user(make_clerk_user(seed="keep-through-slow-deletes"))
+    # More than one batch of Clerk lookups (100 ids), so deletions run while the walk is open.
+    gone = make_users(122, seed="gone-slowly")
+    store.insert_new([map_clerk_user(u) for u in (keep, *gone)], {})
+    store.bulk_timeout_s = bulk_timeout_s = 0.5
+    # Every delete command of the service waits 20 ms first: 122 deletions take over 2.4 s.
+    with fail_point(mongo_uri, "alwaysOn", failCommands=["delete"], blockConnection=True, blockTimeMS=20):
+        started = time.monotonic()
+        result = run(app)
+        phase_s = time.monotonic() - started
+
+    assert_summary(
+        result, "reconciled: 1 Clerk users in 1 pages: created 0, updated 0, unchanged 1, deleted 122"
+    )
+    assert phase_s > 4 * bulk_timeout_s, "the deletion phase did not outlast the bulk timeout"
+    assert [d["clerkId"] for d in db.users.find()] == [keep["id"]]
+    assert db.deleted_users.count_documents({}) == 122
 
 
 def test_user_missing_from_the_listing_but_still_in_clerk_is_not_deleted(app, client, db, fake_clerk):

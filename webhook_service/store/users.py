@@ -39,8 +39,10 @@ from .mongo import TOMBSTONES, USERS
 _USERNAME_FIELDS = ("usernameLower", "username")
 _DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 _USERNAME_ATTEMPTS = 4
-# Reconcile's page-sized operations get a longer bound than a single delivery's write.
+# Reconcile's page-sized operations get a longer bound than a single delivery's write. Each
+# bound covers one operation: never a generator's yield, where it would cover the caller.
 BULK_TIMEOUT_S = 120.0
+UNSEEN_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class UserStore:
         *,
         insert_only_fields: tuple[str, ...] = (),
         cascade: tuple[CascadeRule, ...] = (),
+        bulk_timeout_s: float = BULK_TIMEOUT_S,
     ) -> None:
         self.db = db
+        self.bulk_timeout_s = bulk_timeout_s
         self.insert_only_fields = insert_only_fields
         self.cascade = cascade
         self.users = db[USERS]
@@ -194,25 +198,21 @@ class UserStore:
         ]
         outcomes = [Outcome.APPLIED] * len(users)
         created: list[int] = []
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+        clashes: list[int] = []
+        with _unavailable_on_error():
             try:
-                created = list(self.users.bulk_write(ops, ordered=False).upserted_ids or {})
+                with pymongo.timeout(self.bulk_timeout_s):
+                    created = list(self.users.bulk_write(ops, ordered=False).upserted_ids or {})
             except BulkWriteError as exc:
                 created = [u["index"] for u in exc.details.get("upserted", [])]
-                for error in exc.details.get("writeErrors", []):
-                    index = error["index"]
-                    if error.get("code") != 11000:
-                        raise StoreUnavailable(f"bulk write failed: {error.get('errmsg')}") from exc
-                    # A clerkId clash is usually a newer local version (stale), but may be a
-                    # document written before this service, which the single path adopts.
-                    outcomes[index] = self.upsert_if_newer(users[index]).outcome
-            if created:
-                ids = [users[i].clerk_id for i in created]
-                gone = self.deleted_among(ids)
-                if gone:
-                    self.users.delete_many({"clerkId": {"$in": list(gone)}})
-                for i in created:
-                    outcomes[i] = Outcome.STALE if users[i].clerk_id in gone else Outcome.APPLIED
+                clashes = _key_clashes(exc, "bulk write")
+        # A clerkId clash is usually a newer local version (stale), but may be a document
+        # written before this service, which the single path adopts.
+        for index in clashes:
+            outcomes[index] = self.upsert_if_newer(users[index]).outcome
+        gone = self._remove_deleted([users[i].clerk_id for i in created])
+        for i in created:
+            outcomes[i] = Outcome.STALE if users[i].clerk_id in gone else Outcome.APPLIED
         return outcomes
 
     def insert_new(self, users: list[LocalUser], stamp: dict[str, Any]) -> list[tuple[Outcome, bool]]:
@@ -231,52 +231,72 @@ class UserStore:
         self.ensure_indexes()
         documents = [{**self._document(user, None), **stamp} for user in users]
         results = [(Outcome.APPLIED, True)] * len(users)
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+        clashes: list[int] = []
+        with _unavailable_on_error():
             try:
-                self.users.insert_many(documents, ordered=False)
+                with pymongo.timeout(self.bulk_timeout_s):
+                    self.users.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
-                for error in exc.details.get("writeErrors", []):
-                    if error.get("code") != 11000:
-                        raise StoreUnavailable(f"bulk insert failed: {error.get('errmsg')}") from exc
-                    index = error["index"]
-                    results[index] = (self.upsert_if_newer(users[index]).outcome, False)
-            inserted = [u.clerk_id for u, (_, fresh) in zip(users, results, strict=True) if fresh]
-            gone = self.deleted_among(inserted) if inserted else set()
-            if gone:
-                self.users.delete_many({"clerkId": {"$in": list(gone)}})
+                clashes = _key_clashes(exc, "bulk insert")
+        for index in clashes:
+            results[index] = (self.upsert_if_newer(users[index]).outcome, False)
+        fresh_ids = [u.clerk_id for u, (_, fresh) in zip(users, results, strict=True) if fresh]
+        gone = self._remove_deleted(fresh_ids)
         return [
             (Outcome.STALE, True) if fresh and user.clerk_id in gone else (outcome, fresh)
             for user, (outcome, fresh) in zip(users, results, strict=True)
         ]
 
+    def _remove_deleted(self, inserted: list[str]) -> set[str]:
+        """Remove the just-inserted users whose ids were deleted meanwhile; return those ids."""
+        gone = self.deleted_among(inserted) if inserted else set()
+        if gone:
+            with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+                self.users.delete_many({"clerkId": {"$in": list(gone)}})
+        return gone
+
     def versions(self, clerk_ids: list[str]) -> dict[str, int]:
         """The stored Clerk version of each id that exists locally (-1 for legacy docs)."""
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
             docs = self.users.find({"clerkId": {"$in": clerk_ids}}, {"clerkId": 1, "clerkUpdatedAt": 1})
             return {d["clerkId"]: d.get("clerkUpdatedAt", -1) for d in docs}
 
     def deleted_among(self, clerk_ids: list[str]) -> set[str]:
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
             return {t["_id"] for t in self.tombstones.find({"_id": {"$in": clerk_ids}}, {"_id": 1})}
 
     def mark_seen(self, clerk_ids: list[str], run_id: str) -> None:
         """Stamp users that Clerk listed in this reconcile run (a single command per page)."""
         if not clerk_ids:
             return
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
+        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
             self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
 
     def iter_unseen(
         self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None
     ) -> Iterator[str]:
-        """Local users Clerk did not list, skipping any written since the run began."""
+        """Local users Clerk did not list, skipping any written since the run began.
+
+        Read a page at a time in ``_id`` order, each page one bounded command, and yielded
+        outside the bound: what the caller does between pages (deleting those users) runs
+        under its own deadlines, however long the whole walk takes.
+        """
         query: dict[str, Any] = {"clerkUpdatedAt": {"$not": {"$gte": older_than_ms}}}
         if run_id is not None:
             query["reconcileRun"] = {"$ne": run_id}
-        with _unavailable_on_error(), pymongo.timeout(BULK_TIMEOUT_S):
-            for doc in self.users.find(query, {"clerkId": 1}).batch_size(1000):
+        after: Any = None
+        while True:
+            page_query = query if after is None else {**query, "_id": {"$gt": after}}
+            with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+                page = list(
+                    self.users.find(page_query, {"clerkId": 1}).sort("_id", 1).limit(UNSEEN_PAGE)
+                )
+            for doc in page:
                 if seen is None or doc["clerkId"] not in seen:
                     yield doc["clerkId"]
+            if len(page) < UNSEEN_PAGE:
+                return
+            after = page[-1]["_id"]
 
     def claim_sync(self, clerk_id: str, now: datetime, interval_s: float) -> SyncClaim | None:
         """Start the user's sync interval, atomically across every worker and instance.
@@ -452,6 +472,16 @@ class UserStore:
             {"$or": [{"followers": ids}, {"following": ids}]},
             {"$pull": {"followers": ids, "following": ids}},
         )
+
+
+def _key_clashes(exc: BulkWriteError, what: str) -> list[int]:
+    """The positions a bulk write refused for a duplicate key; any other error is raised."""
+    positions = []
+    for error in exc.details.get("writeErrors", []):
+        if error.get("code") != 11000:
+            raise StoreUnavailable(f"{what} failed: {error.get('errmsg')}") from exc
+        positions.append(error["index"])
+    return positions
 
 
 def _foreign_index_refusal(exc: DuplicateKeyError) -> ForeignIndexRefused:
