@@ -33,7 +33,8 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    # One warning line per index that contradicts the service, once for the whole service.
+    # One warning line per index that contradicts the service, and per index a DELETE_CASCADE
+    # rule lacks, once for the whole service.
     from webhook_service.logs import configure_logging
     from webhook_service.store import connect, warn_about_conflicts
 
@@ -44,7 +45,7 @@ def on_starting(server):
             "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
         )
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
-    warn_about_conflicts(db)
+    warn_about_conflicts(db, config.delete_cascade)
     db.client.close()
 
 

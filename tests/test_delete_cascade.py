@@ -303,7 +303,8 @@ def test_each_rule_is_one_command_and_the_user_document_goes_last(store, command
     assert commands.commands == [
         ("find", "users"),
         ("findAndModify", "deleted_users"),
-        ("update", "users"),  # follow lists
+        ("update", "users"),  # followers, on its index
+        ("update", "users"),  # following, on its index
         ("delete", "posts"),
         ("delete", "comments"),
         ("delete", "notifications"),
@@ -442,3 +443,59 @@ def test_allowed_rules_on_users_and_dotted_fields_parse():
     )
     env = {"MONGODB_URI": "mongodb://localhost/x", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
     assert Config.from_env(dict(env, DELETE_CASCADE=XCLONE)).delete_cascade == parse_cascade_rules(XCLONE)
+
+
+# -- the indexes the rules need ---------------------------------------------------------
+
+CASCADE_FIELDS = {
+    "posts": {"user", "likes"},
+    "comments": {"user", "likes"},
+    "notifications": {"from", "to"},
+    "bookmarks": {"owner"},
+}
+
+
+def single_field_indexes(db, collection: str) -> set[str]:
+    return {
+        info["key"][0][0]
+        for name, info in db[collection].index_information().items()
+        if name != "_id_" and not info.get("unique")
+    }
+
+
+def test_init_db_plans_an_index_for_every_cascade_field_and_check_reports_the_missing(app, db):
+    db.posts.create_index([("user", 1), ("createdAt", -1)], name="user_feed")  # the app's own
+    runner = app.test_cli_runner()
+
+    checked = runner.invoke(args=["init-db", "--check"])
+    assert checked.exit_code == 1
+    assert "reused    posts.user_feed (user, createdAt -1): finding what a deleted user leaves in posts" in (
+        checked.output
+    )
+    for collection, fields in CASCADE_FIELDS.items():
+        for field in fields - ({"user"} if collection == "posts" else set()):
+            assert f"missing   {collection}.{field}_1 ({field}): finding what a deleted user leaves" in (
+                checked.output
+            ), checked.output
+    assert "user_1" not in db.comments.index_information(), "--check created an index"
+
+    created = runner.invoke(args=["init-db"])
+    assert created.exit_code == 0, created.output
+    for collection, fields in CASCADE_FIELDS.items():
+        assert single_field_indexes(db, collection) >= fields, collection
+    assert set(db.posts.index_information()) == {"_id_", "user_feed", "likes_1"}
+    assert runner.invoke(args=["init-db", "--check"]).exit_code == 0
+
+
+def test_gunicorn_warns_once_at_start_for_each_missing_cascade_index(mongo_uri):
+    with GunicornService(mongo_uri, env={"DELETE_CASCADE": "posts.user:delete,posts.likes:pull"}) as service:
+        ready = httpx.get(service.url + "/readyz", timeout=5)
+        logs = service.logs()
+
+    assert ready.status_code == 200
+    warnings = [line for line in logs.splitlines() if "DELETE_CASCADE" in line]
+    assert [w.split(" is missing")[0].split("index ")[-1] for w in warnings] == [
+        "posts.user_1 (user)",
+        "posts.likes_1 (likes)",
+    ]
+    assert all("WARNING" in w and "flask --app wsgi init-db" in w for w in warnings)

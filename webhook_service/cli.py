@@ -54,9 +54,13 @@ def init_db(check: bool, migrate: bool) -> None:
     """
     if check and migrate:
         fail("--check and --migrate exclude each other")
-    db = current_services().db
+    services = current_services()
+    db, cascade = services.db, services.config.delete_cascade
     try:
-        report = store_migrate(db, click.echo) if migrate else ensure_indexes(db, create=not check)
+        if migrate:
+            report = store_migrate(db, click.echo, cascade)
+        else:
+            report = ensure_indexes(db, create=not check, cascade=cascade)
     except StoreUnavailable as exc:
         fail(str(exc))
     except PyMongoError as exc:
@@ -64,9 +68,11 @@ def init_db(check: bool, migrate: bool) -> None:
     plan = report.plan
     for spec, index in plan.reused:
         click.echo(f"reused    {index.collection}.{index.name} ({index.describe()}): {spec.purpose}")
+    failed = {spec.name: reason for spec, reason in report.failed}
     for spec in plan.create:
-        verb = "missing " if check else "created "
-        click.echo(f"{verb}  {spec.collection}.{spec.name} ({spec.describe()}): {spec.purpose}")
+        verb = "missing " if check else "FAILED  " if spec.name in failed else "created "
+        reason = f" ({failed[spec.name]})" if spec.name in failed else ""
+        click.echo(f"{verb}  {spec.collection}.{spec.name} ({spec.describe()}): {spec.purpose}{reason}")
     for conflict in plan.conflicts:
         click.echo(f"CONFLICT  {conflict.warning()}")
     summary = f"{len(plan.reused)} reused, {len(plan.create)} {'missing' if check else 'created'}"

@@ -13,10 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .domain import CascadeRule
+
 USERS = "users"
 TOMBSTONES = "deleted_users"
 EVENTS = "events"
 MIGRATE_COMMAND = "flask --app wsgi init-db --migrate"
+INIT_COMMAND = "flask --app wsgi init-db"
 
 # Fields a unique index may hold without contradicting the service: the service keeps
 # them unique itself (usernames case-insensitively, so ``username`` is implied).
@@ -92,6 +95,22 @@ SERVICE_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec(EVENTS, "outcome", (("outcome", 1), ("receivedAt", -1)), "listing deliveries by outcome"),
     IndexSpec(EVENTS, "userId", (("userId", 1), ("receivedAt", -1)), "finding a user's deliveries"),
 )
+
+
+def cascade_indexes(rules: Iterable[CascadeRule]) -> tuple[IndexSpec, ...]:
+    """One index per field a ``DELETE_CASCADE`` rule matches, on the app's collection:
+    without it every deletion scans that collection, and its cost grows with it. Additive
+    and non-unique, so safe to create beside the app's own. Named as mongoose names an
+    index on the field (``user_1``), so the app's own declaration of it is a no-op."""
+    wanted = {(spec.collection, spec.fields) for spec in SERVICE_INDEXES}
+    specs: dict[tuple[str, tuple[str, ...]], IndexSpec] = {}
+    for rule in rules:
+        key = (rule.collection, (rule.field,))
+        if key in wanted or key in specs:
+            continue
+        purpose = f"finding what a deleted user leaves in {rule.collection} (DELETE_CASCADE)"
+        specs[key] = IndexSpec(rule.collection, f"{rule.field}_1", ((rule.field, 1),), purpose)
+    return tuple(specs.values())
 
 
 @dataclass(frozen=True)

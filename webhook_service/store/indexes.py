@@ -8,15 +8,27 @@ never a key value: a duplicate-key message quotes data, such as an email address
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ..domain import WRITTEN_FIELDS
-from ..schema import EVENTS, TOMBSTONES, USERS, Conflict, ExistingIndex, IndexPlan, IndexSpec, plan_indexes
+from ..domain import WRITTEN_FIELDS, CascadeRule
+from ..schema import (
+    EVENTS,
+    INIT_COMMAND,
+    SERVICE_INDEXES,
+    TOMBSTONES,
+    USERS,
+    Conflict,
+    ExistingIndex,
+    IndexPlan,
+    IndexSpec,
+    cascade_indexes,
+    plan_indexes,
+)
 from .errors import StoreUnavailable
 
 log = logging.getLogger("webhook_service.schema")
@@ -36,21 +48,27 @@ class IndexReport:
     failed: list[tuple[IndexSpec, str]] = field(default_factory=list)
 
 
-def read_indexes(db: Database[Any]) -> list[ExistingIndex]:
-    return [
-        ExistingIndex.from_info(name, info)
-        for name in (USERS, TOMBSTONES, EVENTS)
-        for info in db[name].list_indexes()
-    ]
+def read_indexes(db: Database[Any], collections: Iterable[str] = ()) -> list[ExistingIndex]:
+    names = dict.fromkeys((USERS, TOMBSTONES, EVENTS, *collections))
+    return [ExistingIndex.from_info(name, info) for name in names for info in db[name].list_indexes()]
 
 
-def plan_for(db: Database[Any]) -> IndexPlan:
-    return plan_indexes(read_indexes(db), WRITTEN_FIELDS)
+def plan_for(db: Database[Any], cascade: tuple[CascadeRule, ...] = ()) -> IndexPlan:
+    """The plan for the service's own indexes, and with ``cascade`` for the indexes its
+    ``DELETE_CASCADE`` rules need on the app's collections too."""
+    wanted = SERVICE_INDEXES + cascade_indexes(cascade)
+    existing = read_indexes(db, (rule.collection for rule in cascade))
+    return plan_indexes(existing, WRITTEN_FIELDS, wanted)
 
 
-def ensure_indexes(db: Database[Any], *, create: bool = True) -> IndexReport:
-    """Create every missing index; raise IndexUnavailable if a required one cannot be had."""
-    report = IndexReport(plan_for(db))
+def ensure_indexes(
+    db: Database[Any], *, create: bool = True, cascade: tuple[CascadeRule, ...] = ()
+) -> IndexReport:
+    """Create every missing index; raise IndexUnavailable if a required one cannot be had.
+
+    The service itself calls this without ``cascade``: an index on an app's large
+    collection is built when an operator runs ``init-db``, never inside a request."""
+    report = IndexReport(plan_for(db, cascade))
     if not create:
         return report
     for attempt in range(2):
@@ -67,7 +85,7 @@ def ensure_indexes(db: Database[Any], *, create: bool = True) -> IndexReport:
                 report.failed.append((spec, failure_reason(exc)))
         if not raced:
             break
-        report.plan = plan_for(db)  # another process created an index meanwhile: plan again
+        report.plan = plan_for(db, cascade)  # another process created an index meanwhile: plan again
     for spec, reason in report.failed:
         message = f"could not create index {spec.collection}.{spec.name} ({spec.describe()}): {reason}"
         if spec.required:
@@ -76,13 +94,15 @@ def ensure_indexes(db: Database[Any], *, create: bool = True) -> IndexReport:
     return report
 
 
-def migrate(db: Database[Any], say: Callable[[str], None]) -> IndexReport:
+def migrate(
+    db: Database[Any], say: Callable[[str], None], cascade: tuple[CascadeRule, ...] = ()
+) -> IndexReport:
     """Replace each conflicting index with what the service needs, then create what is
     missing. Safe to rerun (the plan is read afresh) and while the service runs: between
     the drop and the create, writes go through; only lookups lack the index."""
-    for conflict in plan_for(db).conflicts:
+    for conflict in plan_for(db, cascade).conflicts:
         _replace(db, conflict, say)
-    return ensure_indexes(db)
+    return ensure_indexes(db, cascade=cascade)
 
 
 def _replace(db: Database[Any], conflict: Conflict, say: Callable[[str], None]) -> None:
@@ -111,13 +131,25 @@ def failure_reason(exc: PyMongoError) -> str:
     return f"{name}: {message}"[:300]
 
 
-def warn_about_conflicts(db: Database[Any]) -> IndexPlan | None:
-    """At start: one warning line per conflicting index, then the service goes on."""
+def warn_about_conflicts(db: Database[Any], cascade: tuple[CascadeRule, ...] = ()) -> IndexPlan | None:
+    """At start: one warning line per conflicting index and per missing cascade index,
+    then the service goes on."""
     try:
-        plan = plan_for(db)
+        plan = plan_for(db, cascade)
     except PyMongoError as exc:
         log.warning("could not check the indexes at start (%s); workers check again", type(exc).__name__)
         return None
     for conflict in plan.conflicts:
         log.warning(conflict.warning())
+    for spec in plan.create:
+        if spec.collection not in (USERS, TOMBSTONES, EVENTS):
+            log.warning(
+                "index %s.%s (%s) is missing: every user deletion scans %s for DELETE_CASCADE. "
+                "Fix: %s (creates it; non-unique, safe beside the app's own)",
+                spec.collection,
+                spec.name,
+                spec.describe(),
+                spec.collection,
+                INIT_COMMAND,
+            )
     return plan

@@ -465,13 +465,13 @@ class UserStore:
             target.update_many(match, {"$set": {rule.field: None}})
 
     def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
+        """One command per follow list, each on its own index: an ``$or`` over both is a
+        collection scan on some planners (SecantusDB's), and its cost grows with the users."""
         if not object_ids:
             return
         ids = {"$in": object_ids}
-        self.users.update_many(
-            {"$or": [{"followers": ids}, {"following": ids}]},
-            {"$pull": {"followers": ids, "following": ids}},
-        )
+        for follow_list in ("followers", "following"):
+            self.users.update_many({follow_list: ids}, {"$pull": {follow_list: ids}})
 
 
 def _key_clashes(exc: BulkWriteError, what: str) -> list[int]:
