@@ -15,7 +15,12 @@
    uniqueness check unchanged and only adds those details: which index fired is still
    decided by mongomock, never by the shim.
 
-``patched_mongomock()`` applies both. All three are re-entrant, thread-safe context
+3. mongomock refuses ``hint=`` on updates (NotImplementedError). The store names the
+   index of a filter that narrows by a key and tests a version beside it; a hint picks an
+   index and never changes which documents match, and mongomock has no indexes to pick
+   from, so ``ignoring_hints()`` drops it.
+
+``patched_mongomock()`` applies all three. All three are re-entrant, thread-safe context
 managers that restore mongomock when the outermost block exits; close any EventLog
 (its writer thread flushes in the background) before leaving the block.
 """
@@ -129,10 +134,27 @@ server_like_duplicate_key_errors = _Patch(Collection, {"_ensure_uniques": _ensur
 server_like_duplicate_key_errors.__doc__ = "Give mongomock's DuplicateKeyError keyPattern/keyValue details."
 
 
+# -- 3. hints, which choose an index and never what matches --------------------------
+
+
+def _drop_hint(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def update(self: Collection, *args: Any, hint: Any = None, **kwargs: Any) -> Any:
+        return original(self, *args, **kwargs)
+
+    return update
+
+
+ignoring_hints = _Patch(Collection, {"_update": _drop_hint})
+ignoring_hints.__doc__ = "Let mongomock's updates take (and ignore) an index hint."
+
+
 @contextmanager
 def patched_mongomock() -> Iterator[None]:
-    """Both shims: bulk_write with ``sort=None`` and server-like duplicate key errors."""
+    """All three shims: bulk_write with ``sort=None``, server-like duplicate key errors
+    and updates that take a hint."""
     with ExitStack() as stack:
         stack.enter_context(patched_bulk_write())
         stack.enter_context(server_like_duplicate_key_errors())
+        stack.enter_context(ignoring_hints())
         yield

@@ -150,6 +150,13 @@ def test_without_the_shim_mongomock_bulk_write_is_broken() -> None:
         plain_db.events.bulk_write([UpdateOne({"_id": 1}, {"$set": {"a": 1}}, upsert=True)])
 
 
+def test_without_the_shim_mongomock_refuses_an_index_hint() -> None:
+    """Guards the hint shim: when mongomock takes hints, this fails and the shim can go."""
+    plain_db = mongomock.MongoClient().get_database("unshimmed")
+    with pytest.raises(NotImplementedError, match="hint"):
+        plain_db.users.update_one({"clerkId": "a"}, {"$set": {"x": 1}}, hint=[("clerkId", 1)])
+
+
 def test_shim_refuses_a_real_sort_instead_of_ignoring_it(mock_db) -> None:
     from pymongo import UpdateOne
 

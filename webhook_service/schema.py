@@ -93,7 +93,13 @@ SERVICE_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(EVENTS, "receivedAt", (("receivedAt", -1),), "listing recent deliveries"),
     IndexSpec(EVENTS, "outcome", (("outcome", 1), ("receivedAt", -1)), "listing deliveries by outcome"),
-    IndexSpec(EVENTS, "userId", (("userId", 1), ("receivedAt", -1)), "finding a user's deliveries"),
+    IndexSpec(
+        EVENTS,
+        "userId",
+        (("userId", 1), ("receivedAt", -1)),
+        "finding a user's deliveries, and erasing them when the user is deleted",
+        required=True,
+    ),
 )
 
 

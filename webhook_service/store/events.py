@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
 # What erasing a record's personal data does: the payload goes, the record stays.
 _ERASE_PAYLOAD = {"$unset": {"payload": ""}, "$set": {"erased": True}}
+# The index a deletion's erase names (required, so the hint always finds it; see users.py).
+BY_USER_ID = [("userId", 1), ("receivedAt", -1)]
 
 
 @dataclass(frozen=True)
@@ -191,8 +193,7 @@ class EventLog:
         written = [r.delivery_id for r in batch if r.user_id in deleted and r.payload is not None]
         if written:
             self.collection.update_many(
-                {"_id": {"$in": written}, "type": {"$ne": "user.deleted"}},
-                _ERASE_PAYLOAD,
+                {"_id": {"$in": written}, "type": {"$ne": "user.deleted"}}, _ERASE_PAYLOAD, hint=[("_id", 1)]
             )
 
     def _latest(self, record: EventRecord) -> dict[str, Any]:
@@ -269,4 +270,5 @@ def erase_payloads(db: Database[Any], clerk_ids: list[str]) -> None:
     db[EVENTS].update_many(
         {"userId": {"$in": clerk_ids}, "type": {"$ne": "user.deleted"}, "payload": {"$exists": True}},
         _ERASE_PAYLOAD,
+        hint=BY_USER_ID,
     )

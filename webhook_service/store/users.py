@@ -43,6 +43,12 @@ _USERNAME_ATTEMPTS = 4
 # bound covers one operation: never a generator's yield, where it would cover the caller.
 BULK_TIMEOUT_S = 120.0
 UNSEEN_PAGE = 1000
+# A filter that narrows a user by its key and tests a version beside it names the index it
+# is for: the plan is then the same on every server, whatever its planner makes of an
+# ``$and`` (SecantusDB's explains one as a collection scan). Only required indexes are
+# named, so a hint can never name an index that is not there.
+BY_CLERK_ID = [("clerkId", 1)]
+BY_ID = [("_id", 1)]
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ class UserStore:
                         self._newer_filter(user, delivery_id),
                         self._update(user, username, delivery_id),
                         upsert=True,
+                        hint=BY_CLERK_ID,
                     )
                 except DuplicateKeyError as exc:
                     key = (exc.details or {}).get("keyPattern") or {}
@@ -193,7 +200,9 @@ class UserStore:
             return []
         self.ensure_indexes()
         ops = [
-            UpdateOne(self._newer_filter(u, None), self._update(u, u.username, None), upsert=True)
+            UpdateOne(
+                self._newer_filter(u, None), self._update(u, u.username, None), upsert=True, hint=BY_CLERK_ID
+            )
             for u in users
         ]
         outcomes = [Outcome.APPLIED] * len(users)
@@ -307,12 +316,14 @@ class UserStore:
         """
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what BSON keeps
         recent = {"$gt": now - timedelta(seconds=interval_s), "$lte": now + timedelta(seconds=interval_s)}
+        self.ensure_indexes()
         with _unavailable_on_error():
             before = self.users.find_one_and_update(
                 {"clerkId": clerk_id, "clerkSyncedAt": {"$not": recent}},
                 {"$set": {"clerkSyncedAt": now}},
                 projection={"clerkSyncedAt": 1, "_id": 0},
                 return_document=ReturnDocument.BEFORE,
+                hint=BY_CLERK_ID,
             )
         if before is None:
             return None
@@ -326,7 +337,9 @@ class UserStore:
         else:
             undo = {"$set": {"clerkSyncedAt": claim.previous}}
         with _unavailable_on_error():
-            self.users.update_one({"clerkId": claim.clerk_id, "clerkSyncedAt": claim.stamp}, undo)
+            self.users.update_one(
+                {"clerkId": claim.clerk_id, "clerkSyncedAt": claim.stamp}, undo, hint=BY_CLERK_ID
+            )
 
     def is_deleted(self, clerk_id: str) -> bool:
         with _unavailable_on_error():
@@ -388,6 +401,7 @@ class UserStore:
             self.users.update_one(
                 {"_id": doc["_id"], "clerkUpdatedAt": {"$exists": False}},
                 {"$set": {"clerkUpdatedAt": -1}},
+                hint=BY_ID,
             )
             return None
         if delivery_id is not None and doc.get("lastDeliveryId") == delivery_id:
@@ -438,6 +452,7 @@ class UserStore:
             self.users.update_one(
                 {"_id": holder["_id"], "username": holder.get("username")},
                 {"$set": {"username": displaced, "usernameLower": displaced.lower()}},
+                hint=BY_ID,
             )
         except DuplicateKeyError as exc:
             raise UsernameConflict(f"cannot move {holder['clerkId']} off {username!r}") from exc

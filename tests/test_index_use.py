@@ -1,0 +1,201 @@
+"""Every command a delivery, a sync, a deletion or a reconcile page sends is index-backed.
+
+The app runs on a client with pymongo command monitoring; every command it sent while a
+path ran is then explained (``queryPlanner``) on the test server, and a collection scan
+anywhere in a winning plan fails the test, naming the command. Updates and deletes are
+explained as a ``find`` with the same filter, which is what their planner runs (SecantusDB
+does not plan an explained ``update``). A cost that grows with the collection starts as a
+scan here, at any size.
+
+The one scan allowed is named: finding the local users a reconcile run did not see, once
+per run, walked in ``_id`` order.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from pymongo import MongoClient, WriteConcern, monitoring
+
+from tests.conftest import make_config
+from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.helpers import SYNC, WEBHOOK, deliver, newer
+from tests.signing import signed_delivery
+from tests.tokens_util import DEFAULT_AZP, bearer, instance_keys, mint_token
+from webhook_service import create_app
+from webhook_service.domain import parse_cascade_rules
+
+XCLONE_CASCADE = (
+    "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
+    "posts.likes:pull,comments.likes:pull"
+)
+QUERY_COMMANDS = {"find", "update", "delete", "findAndModify", "aggregate", "count", "distinct"}
+# (collection, the filter's fields): scans made once per reconcile run, not per user.
+ONCE_PER_RUN_SCANS = {
+    ("users", frozenset({"clerkUpdatedAt", "reconcileRun"})): "the users a reconcile run did not see",
+    ("users", frozenset({"clerkUpdatedAt", "reconcileRun", "_id"})): "the users a reconcile run did not see",
+}
+
+
+class Recorder(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in QUERY_COMMANDS:
+            self.commands.append((event.command_name, copy.deepcopy(dict(event.command))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def filters(name: str, command: dict[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
+    """The (collection, filter, hint) of each query a command plans, as ``find`` runs them."""
+    collection = command[name]
+    if name == "update":
+        return [(collection, u["q"], u.get("hint")) for u in command["updates"]]
+    if name == "delete":
+        return [(collection, d["q"], d.get("hint")) for d in command["deletes"]]
+    if name == "aggregate":
+        first = command["pipeline"][0] if command["pipeline"] else {}
+        return [(collection, first.get("$match", {}), command.get("hint"))]
+    query = command.get("filter" if name == "find" else "query", {})
+    return [(collection, query, command.get("hint"))]
+
+
+def scans(plan: dict[str, Any]) -> bool:
+    if plan.get("stage") == "COLLSCAN":
+        return True
+    children = [plan.get("inputStage"), *plan.get("inputStages", [])]
+    return any(scans(child) for child in children if child)
+
+
+def collection_scans(explainer, recorded: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Each recorded command whose plan scans a collection, unless it is a named
+    once-per-run scan."""
+    found = []
+    for name, command in recorded:
+        for collection, query, hint in filters(name, command):
+            if (collection, frozenset(query)) in ONCE_PER_RUN_SCANS:
+                continue
+            find = {"find": collection, "filter": query, **({"hint": hint} if hint else {})}
+            explained = explainer.command({"explain": find, "verbosity": "queryPlanner"})
+            if scans(explained["queryPlanner"]["winningPlan"]):
+                found.append(f"{name} on {collection} with filter {query!r}")
+    return found
+
+
+@pytest.fixture
+def watched(mongo_uri: str, fake_clerk: FakeClerkAPI) -> Iterator[tuple[Flask, Recorder, Any]]:
+    """The service (xClone's cascade rules, the fake Clerk) on a monitored client, after
+    `init-db`; and a plain client for the explains."""
+    recorder = Recorder()
+    client: MongoClient[Any] = MongoClient(mongo_uri, event_listeners=[recorder], tz_aware=True)
+    db = client.get_database(write_concern=WriteConcern(w="majority", j=True))
+    config = make_config(
+        mongo_uri,
+        delete_cascade=parse_cascade_rules(XCLONE_CASCADE),
+        clerk_api_url=fake_clerk.url,
+        clerk_secret_key=fake_clerk.secret_key,
+        clerk_jwt_key=instance_keys().public_pem,
+        authorized_parties=(DEFAULT_AZP,),
+        sync_min_interval_s=0,
+    )
+    app = create_app(config, db=db)
+    init = app.test_cli_runner().invoke(args=["init-db"])
+    assert init.exit_code == 0, init.output
+    explainer: MongoClient[Any] = MongoClient(mongo_uri)
+    yield app, recorder, explainer.get_default_database()
+    app.extensions["webhook_service"].events.close()
+    client.close()
+    explainer.close()
+
+
+def run_path(app: Flask, recorder: Recorder, path) -> list[tuple[str, dict[str, Any]]]:
+    """The query commands ``path`` sent, the event log's writes included."""
+    recorder.commands.clear()
+    path()
+    app.extensions["webhook_service"].events.flush()
+    return list(recorder.commands)
+
+
+def seed(app: Flask, fake_clerk: FakeClerkAPI, count: int = 20) -> list[dict[str, Any]]:
+    """Users who follow each other and have posts, comments and notifications."""
+    client = app.test_client()
+    users = [fake_clerk.add_user(make_clerk_user(seed=f"index-use-{i}")) for i in range(count)]
+    for user in users:
+        assert deliver(client, "user.created", user) == "applied"
+    db = app.extensions["webhook_service"].db
+    ids = [d["_id"] for d in db.users.find({}, {"_id": 1})]
+    for i, oid in enumerate(ids):
+        db.users.update_one({"_id": oid}, {"$set": {"followers": ids[:i], "following": ids[i:]}})
+        db.posts.insert_one({"user": oid, "likes": ids[:3]})
+        db.comments.insert_one({"user": oid, "likes": ids[-3:]})
+        db.notifications.insert_one({"from": oid, "to": ids[0]})
+    return users
+
+
+def test_every_delivery_sync_deletion_and_reconcile_command_uses_an_index(watched, fake_clerk) -> None:
+    app, recorder, explainer = watched
+    users = seed(app, fake_clerk)
+    client = app.test_client()
+    fresh = make_clerk_user(seed="index-use-fresh")
+    token = mint_token(sub=users[1]["id"])
+
+    def deliveries_of_each_kind() -> None:
+        created = fake_clerk.add_user(fresh)
+        assert deliver(client, "user.created", created) == "applied"  # first
+        body, headers = signed_delivery(make_webhook_event("user.updated", newer(created, 1)))
+        for outcome in ("applied", "duplicate"):  # the same delivery again
+            assert client.post(WEBHOOK, data=body, headers=headers).get_json() == {"outcome": outcome}
+        later = newer(users[0], 60_000)
+        assert deliver(client, "user.updated", later) == "applied"
+        assert deliver(client, "user.updated", newer(users[0], 30_000)) == "stale"  # out of order
+        assert deliver(client, "user.deleted", make_deleted_data(users[2]["id"])) == "deleted"
+        assert deliver(client, "user.deleted", make_deleted_data(users[2]["id"])) == "duplicate"
+        assert deliver(client, "user.updated", newer(users[2], 90_000)) == "stale"  # after its deletion
+        assert deliver(client, "user.deleted", make_deleted_data("user_never_seen_here")) == "deleted"
+
+    def a_sync() -> None:
+        response = client.post(SYNC, headers={"Authorization": bearer(token)})
+        assert response.status_code == 200, response.get_json()
+
+    def a_reconcile() -> None:
+        fake_clerk.remove_user(users[3]["id"])  # gone from Clerk: reconcile deletes it
+        fake_clerk.add_user(make_clerk_user(seed="index-use-only-in-clerk"))  # reconcile creates it
+        result = app.test_cli_runner().invoke(args=["reconcile", "--max-rps", "0"])
+        assert result.exit_code == 0, result.output
+
+    recorded = {
+        "deliveries": run_path(app, recorder, deliveries_of_each_kind),
+        "sync": run_path(app, recorder, a_sync),
+        "reconcile": run_path(app, recorder, a_reconcile),
+    }
+
+    for path, commands in recorded.items():
+        assert commands, f"{path} sent no query command: the monitoring saw nothing"
+        assert collection_scans(explainer, commands) == [], path
+    assert any(name == "delete" and c["delete"] == "posts" for name, c in recorded["deliveries"]), (
+        "no cascade rule ran"
+    )
+
+
+def test_the_check_fails_on_a_follow_list_or(watched, fake_clerk) -> None:
+    """An ``$or`` over the two follow lists, as the deletion once sent, is a scan."""
+    app, recorder, explainer = watched
+    seed(app, fake_clerk, count=3)
+    db = app.extensions["webhook_service"].db
+    ids = {"$in": [db.users.find_one()["_id"]]}
+
+    def pull_with_an_or() -> None:
+        db.users.update_many({"$or": [{"followers": ids}, {"following": ids}]}, {"$pull": {"followers": ids}})
+
+    found = collection_scans(explainer, run_path(app, recorder, pull_with_an_or))
+    assert len(found) == 1 and found[0].startswith("update on users with filter {'$or': ["), found
