@@ -55,7 +55,9 @@ DELETE_PERCENT = 0.7  # per change: about a tenth of the users end up deleted
 # -- Clerk's side, and Svix's deliveries of it ------------------------------------------------
 
 
-def storm_history(n_events: int, *, seed: int) -> tuple[History, list[Event]]:
+def storm_history(
+    n_events: int, *, seed: int, delete_percent: float = DELETE_PERCENT, events_per_user: int = 16
+) -> tuple[History, list[Event]]:
     """Clerk's history of ``n_events`` changes to ``n_events // 16`` users (at least 10),
     about a tenth of them deleted (CROWD: hot names and addresses among fresh ones), and
     Svix's deliveries of it: every event once, ``DUPLICATE_SHARE`` of them a second time
@@ -64,9 +66,9 @@ def storm_history(n_events: int, *, seed: int) -> tuple[History, list[Event]]:
     history = generate_history(
         c,
         CROWD,
-        n_users=max(10, n_events // 16),
+        n_users=max(10, n_events // events_per_user),
         n_events=n_events,
-        delete_percent=DELETE_PERCENT,
+        delete_percent=delete_percent,
         label=f"storm:{seed}",
         t0=1_700_000_000_000,
     )

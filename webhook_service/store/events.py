@@ -159,26 +159,30 @@ class EventLog:
             self._indexes_ready = True
         # Most records are a delivery's first: a plain insert is the cheapest write. A
         # redelivery's record exists already; the insert refuses it and the upsert merges it.
+        # A write concern error alone means the writes ran on the primary: the records are
+        # kept as written (the log is a record, not the delivery's effect) and not repeated,
+        # which would count an attempt twice.
+        existing: list[int] = []
         try:
             self.collection.insert_many([self._document(r) for r in batch], ordered=False)
-            self._erase_deleted_users(batch)
-            return
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != _DUPLICATE_KEY for e in errors):
                 raise  # the failed ones are requeued; on the next try they find their records
             existing = sorted(e["index"] for e in errors)
-        try:
-            self.collection.bulk_write([self._operation(batch[i]) for i in existing], ordered=False)
-            self._erase_deleted_users(batch)
-        except BulkWriteError as exc:
-            for error in exc.details.get("writeErrors", []):
-                error["index"] = existing[error["index"]]  # as positions in ``batch``
-            raise
-        except PyMongoError as exc:
-            # The inserts landed: only the upserts are to be retried.
-            unwritten = [{"index": i, "code": None, "errmsg": str(exc)} for i in existing]
-            raise BulkWriteError({"writeErrors": unwritten}) from exc
+        if existing:
+            try:
+                self.collection.bulk_write([self._operation(batch[i]) for i in existing], ordered=False)
+            except BulkWriteError as exc:
+                if exc.details.get("writeErrors"):
+                    for error in exc.details["writeErrors"]:
+                        error["index"] = existing[error["index"]]  # as positions in ``batch``
+                    raise
+            except PyMongoError as exc:
+                # The inserts landed: only the upserts are to be retried.
+                unwritten = [{"index": i, "code": None, "errmsg": str(exc)} for i in existing]
+                raise BulkWriteError({"writeErrors": unwritten}) from exc
+        self._erase_deleted_users(batch)
 
     def _erase_deleted_users(self, batch: list[EventRecord]) -> None:
         """Strip the payloads just written for users already deleted. Checked after the

@@ -490,7 +490,11 @@ class UserStore:
 
 
 def _key_clashes(exc: BulkWriteError, what: str) -> list[int]:
-    """The positions a bulk write refused for a duplicate key; any other error is raised."""
+    """The positions a bulk write refused for a duplicate key; any other error is raised,
+    and so is a write concern error: the writes landed but are not yet durable, so the page
+    is not done (rerunning it is safe)."""
+    if exc.details.get("writeConcernErrors"):
+        raise StoreUnavailable(f"{what} not acknowledged by a majority: WriteConcernError") from exc
     positions = []
     for error in exc.details.get("writeErrors", []):
         if error.get("code") != 11000:
