@@ -45,7 +45,7 @@ def on_starting(server):
             "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
         )
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
-    warn_about_conflicts(db, config.delete_cascade)
+    warn_about_conflicts(db, config.delete_cascade, config.user_fields)
     db.client.close()
 
 

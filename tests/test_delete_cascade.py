@@ -24,6 +24,7 @@ from tests.signing import TEST_SECRET, signed_headers
 from webhook_service import Config, ConfigError
 from webhook_service.domain import CascadeRule, Outcome, map_clerk_user, parse_cascade_rules
 from webhook_service.store import StoreUnavailable, UserStore
+from webhook_service.store.erasure import Eraser
 
 XCLONE = (
     "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
@@ -349,8 +350,8 @@ def test_unset_sets_the_field_to_null_by_object_id_and_by_clerk_id(mongo_uri):
     client.close()
 
 
-class DiesOnThirdRule(UserStore):
-    """A store whose worker dies (the database goes away) at the third rule, once."""
+class DiesOnThirdRule(Eraser):
+    """A deletion whose worker dies (the database goes away) at the third rule, once."""
 
     died = False
 
@@ -363,7 +364,8 @@ class DiesOnThirdRule(UserStore):
 
 def test_a_cascade_interrupted_at_the_third_rule_is_finished_by_the_retry(store):
     data = store_xclone(store)
-    dying = DiesOnThirdRule(store.db, cascade=store.cascade)
+    dying = UserStore(store.db, cascade=store.cascade)
+    dying._eraser = DiesOnThirdRule(store.db, dying.fields, store.cascade)
     first_msg = msg_id()
 
     with pytest.raises(StoreUnavailable):

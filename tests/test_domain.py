@@ -294,7 +294,7 @@ def test_email_username_is_capped_at_the_length_limit() -> None:
 def test_empty_derived_name_uses_the_fallback(email: str) -> None:
     user = make_clerk_user("user_2fallbackAAAAAAAAAAAAAAAAA", email=email)
     local = map_clerk_user(user)
-    assert local.email == email
+    assert local.values["email"] == email
     assert local.username_source is UsernameSource.FALLBACK
     assert local.username == fallback_username("user_2fallbackAAAAAAAAAAAAAAAAA")
     assert FALLBACK_RE.match(local.username)
@@ -303,7 +303,7 @@ def test_empty_derived_name_uses_the_fallback(email: str) -> None:
 def test_phone_only_user_gets_fallback_username() -> None:
     user = make_clerk_user(seed="phone-user", phone_only=True)
     local = map_clerk_user(user)
-    assert local.email is None
+    assert local.values["email"] is None
     assert local.username_source is UsernameSource.FALLBACK
     assert local.username == fallback_username(user["id"])
 
@@ -362,13 +362,17 @@ def test_map_clerk_user_maps_a_realistic_user() -> None:
     )
     assert map_clerk_user(user) == LocalUser(
         clerk_id="user_2map",
-        email="Ada.Lovelace@example.com",
-        first_name="Ada",
-        last_name="Lovelace",
+        clerk_updated_at=1_700_000_000_999,
+        values={
+            "email": "Ada.Lovelace@example.com",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "profilePicture": "https://img.clerk.com/abc",
+            "banned": False,
+            "locked": False,
+        },
         username="ada_lovelace",
         username_source=UsernameSource.EMAIL,
-        profile_picture="https://img.clerk.com/abc",
-        clerk_updated_at=1_700_000_000_999,
     )
 
 
@@ -376,29 +380,30 @@ def test_map_clerk_user_defaults_missing_names_and_picture_to_empty() -> None:
     user = make_clerk_user("user_2none", first_name=None, last_name=None, image_url=None, updated_at=5)
     user["image_url"] = None
     local = map_clerk_user(user)
-    assert (local.first_name, local.last_name, local.profile_picture) == ("", "", "")
+    assert [local.values[n] for n in ("firstName", "lastName", "profilePicture")] == ["", "", ""]
     assert local.clerk_updated_at == 5
 
 
-def test_map_clerk_user_clerk_fields_use_app_field_names() -> None:
+def test_map_clerk_user_values_use_app_field_names() -> None:
     user = make_clerk_user("user_2fields", email="e@example.com", username="Eve", image_url="https://i/e.png")
-    assert map_clerk_user(user).clerk_fields() == {
-        "clerkId": "user_2fields",
+    local = map_clerk_user(user)
+    assert local.values == {
         "email": "e@example.com",
         "firstName": user["first_name"],
         "lastName": user["last_name"],
-        "username": "Eve",
         "profilePicture": "https://i/e.png",
         "banned": False,
         "locked": False,
     }
+    assert (local.clerk_id, local.username, local.absent) == ("user_2fields", "Eve", ())
 
 
 def test_map_clerk_user_keeps_banned_and_locked_as_booleans() -> None:
     user = make_clerk_user("user_2flags", banned=True, locked=True)
-    assert (map_clerk_user(user).banned, map_clerk_user(user).locked) == (True, True)
-    odd = dict(user, banned="yes", locked=None)  # anything but true is not banned
-    assert (map_clerk_user(odd).banned, map_clerk_user(odd).locked) == (False, False)
+    flags = map_clerk_user(user).values
+    assert (flags["banned"], flags["locked"]) == (True, True)
+    odd = map_clerk_user(dict(user, banned="yes", locked=None)).values  # anything but true is not banned
+    assert (odd["banned"], odd["locked"]) == (False, False)
 
 
 _idn = st.sampled_from(["idn_1", "idn_2", "idn_3"])
@@ -423,7 +428,7 @@ _generated_user = st.fixed_dictionaries(
 @given(_generated_user)
 def test_map_clerk_user_always_yields_a_usable_username(user: dict[str, Any]) -> None:
     local = map_clerk_user(user)
-    assert local.username.strip()
+    assert local.username is not None and local.username.strip()
     assert local.clerk_id == user["id"]
     assert local.clerk_updated_at == user["updated_at"]
     if local.username_source is UsernameSource.CLERK:
@@ -443,14 +448,15 @@ def test_map_clerk_user_on_builder_users_matches_the_primary_email(
         seed=seed, phone_only=phone_only, primary_first=primary_first, extra_emails=["other@example.org"]
     )
     local = map_clerk_user(user)
+    email = local.values["email"]
     if phone_only:
-        assert local.email is None and local.username_source is UsernameSource.FALLBACK
+        assert email is None and local.username_source is UsernameSource.FALLBACK
     else:
-        assert local.email != "other@example.org"
-        assert local.email == next(
+        assert email != "other@example.org"
+        assert email == next(
             e["email_address"] for e in user["email_addresses"] if e["id"] == user["primary_email_address_id"]
         )
-        assert local.username == email_username(local.email)
+        assert local.username == email_username(email)
 
 
 # -- parse_event (property) --------------------------------------------------------------------
@@ -505,14 +511,7 @@ def test_parse_event_on_generated_envelopes_returns_valid_event_or_malformed(env
 
 def claimant(source: UsernameSource, updated_at: int = 1000, clerk_id: str = "user_m") -> LocalUser:
     return LocalUser(
-        clerk_id=clerk_id,
-        email=None,
-        first_name="",
-        last_name="",
-        username="alice",
-        username_source=source,
-        profile_picture="",
-        clerk_updated_at=updated_at,
+        clerk_id=clerk_id, clerk_updated_at=updated_at, values={}, username="alice", username_source=source
     )
 
 

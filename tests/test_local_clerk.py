@@ -81,8 +81,8 @@ def test_the_sample_users_are_ones_the_service_can_store():
     mapped = [map_clerk_user(u) for u in users]
 
     assert [unmappable_reason(u) for u in users] == [None] * len(users)
-    assert len({m.email for m in mapped}) == len({m.username for m in mapped}) == len(users)
-    assert [m.first_name for m in mapped] == ["Ada", "Grace", "Alan", "Margaret"]
-    assert mapped[1].email == "grace.hopper@example.com"  # her primary address is not listed first
-    assert [m.banned for m in mapped] == [False, False, False, True]
+    assert len({m.values["email"] for m in mapped}) == len({m.username for m in mapped}) == len(users)
+    assert [m.values["firstName"] for m in mapped] == ["Ada", "Grace", "Alan", "Margaret"]
+    assert mapped[1].values["email"] == "grace.hopper@example.com"  # her primary is not listed first
+    assert [m.values["banned"] for m in mapped] == [False, False, False, True]
     assert sample_users() == users  # the same on every run

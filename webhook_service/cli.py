@@ -55,12 +55,12 @@ def init_db(check: bool, migrate: bool) -> None:
     if check and migrate:
         fail("--check and --migrate exclude each other")
     services = current_services()
-    db, cascade = services.db, services.config.delete_cascade
+    db, cascade, fields = services.db, services.config.delete_cascade, services.config.user_fields
     try:
         if migrate:
-            report = store_migrate(db, click.echo, cascade)
+            report = store_migrate(db, click.echo, cascade, fields)
         else:
-            report = ensure_indexes(db, create=not check, cascade=cascade)
+            report = ensure_indexes(db, create=not check, cascade=cascade, fields=fields)
     except StoreUnavailable as exc:
         fail(str(exc))
     except PyMongoError as exc:
@@ -107,12 +107,19 @@ DEFAULT_MAX_RPS = 2.0
     show_default=True,
     help="Most Clerk requests per second (0: unpaced). Clerk's limit is shared with the live app.",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Rewrite every stored user with the current field map, not only those Clerk changed.",
+)
 @with_appcontext
-def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: float) -> None:
+def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: float, refresh: bool) -> None:
     """Bring the local users collection into agreement with Clerk.
 
     Paced to --max-rps, and waits as long as a 429's Retry-After asks (up to 30 s) before
-    trying again, so a run never starves the app of Clerk's rate limit.
+    trying again, so a run never starves the app of Clerk's rate limit. After a change to
+    the field map, --refresh brings every stored user to it: it still keeps a newer local
+    version, never undoes a deletion, and leaves app-owned and insert-only fields alone.
     """
     services = current_services()
     if not services.config.clerk_secret_key:
@@ -130,7 +137,9 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
     progress = _Progress()
     report = ReconcileReport(dry_run=dry_run)
     try:
-        report = reconcile(services.store, clerk, dry_run=dry_run, force=force, on_page=progress.update)
+        report = reconcile(
+            services.store, clerk, dry_run=dry_run, force=force, refresh=refresh, on_page=progress.update
+        )
     except ReconcileRefused as exc:
         progress.close()
         fail(str(exc))

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
-from .domain import INSERT_ONLY_ALLOWED, CascadeRule, parse_cascade_rules
+from .domain import CascadeRule, parse_cascade_rules
+from .fieldmap import FieldMap, FieldMapError, builtin_field_map, load_field_map
 
 N = TypeVar("N", int, float)
 # /metrics has a listener of its own, on loopback unless METRICS_ADDR says otherwise: the
@@ -46,6 +47,21 @@ class Config:
     insert_only_fields: tuple[str, ...] = ()
     delete_cascade: tuple[CascadeRule, ...] = ()
     metrics_addr: tuple[str, int] | None = DEFAULT_METRICS_ADDR
+    user_fields_file: str | None = None
+    # The field map the service writes by: USER_FIELDS_FILE's, or the built-in (xClone's),
+    # with INSERT_ONLY_FIELDS applied. Read and checked once, when the config is made.
+    user_fields: FieldMap = field(default_factory=builtin_field_map, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            fields = load_field_map(self.user_fields_file)
+        except FieldMapError as exc:
+            raise ConfigError(f"USER_FIELDS_FILE: {exc}") from None
+        try:
+            fields = fields.with_insert_only(self.insert_only_fields)
+        except ValueError as exc:
+            raise ConfigError(f"INSERT_ONLY_FIELDS: {exc}") from None
+        object.__setattr__(self, "user_fields", fields)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -69,6 +85,7 @@ class Config:
             insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
             delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
             metrics_addr=_listen_address(env.get("METRICS_ADDR", "")),
+            user_fields_file=env.get("USER_FIELDS_FILE", "").strip() or None,
         )
         config.validate()
         return config
@@ -97,11 +114,6 @@ class Config:
             raise ConfigError("EVENT_RETENTION_DAYS must be positive")
         if not 0 <= self.sync_min_interval_s <= 86_400:
             raise ConfigError("SYNC_MIN_INTERVAL_S must be between 0 (off) and 86400 seconds")
-        for name in self.insert_only_fields:
-            if name not in INSERT_ONLY_ALLOWED:
-                raise ConfigError(
-                    f"INSERT_ONLY_FIELDS: {name!r} is not allowed; allowed: {', '.join(INSERT_ONLY_ALLOWED)}"
-                )
 
     @property
     def clerk_server_url(self) -> str:

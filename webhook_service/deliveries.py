@@ -45,7 +45,7 @@ def apply_user_event(store: UserStore, event: Event, delivery_id: str | None) ->
         return Outcome.IGNORED
     if event.type == "user.deleted":
         return store.delete(event.data["id"], delivery_id)
-    return store.upsert_if_newer(map_clerk_user(event.data), delivery_id).outcome
+    return store.upsert_if_newer(map_clerk_user(event.data, store.fields), delivery_id).outcome
 
 
 def kept_payload(result: DeliveryResult, body: bytes) -> str | None:

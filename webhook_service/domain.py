@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
-# Clerk-sourced fields that INSERT_ONLY_FIELDS may name: written when the service creates
-# a user document, never overwritten afterwards, so the app's own edits to them stick.
-INSERT_ONLY_ALLOWED = ("firstName", "lastName", "profilePicture")
+from .fieldmap import MISSING, FieldMap, builtin_field_map, coerce
 
+USER_EVENT_TYPES = frozenset({"user.created", "user.updated", "user.deleted"})
 USERNAME_MAX = 30
 MAX_INT64 = 2**63 - 1
 _NOT_USERNAME_CHARS = re.compile(r"[^a-z0-9_]+")
@@ -106,49 +104,17 @@ class Event:
 
 @dataclass(frozen=True)
 class LocalUser:
-    """The Clerk-owned part of a local user document, plus the version it came from."""
+    """The Clerk-sourced fields of a local user document, as the field map names them,
+    plus the version they came from. ``absent`` are mapped fields Clerk has no value for
+    (and no default covers): the document is left without them."""
 
     clerk_id: str
-    email: str | None
-    first_name: str
-    last_name: str
-    username: str
-    username_source: UsernameSource
-    profile_picture: str
     clerk_updated_at: int
-    banned: bool = False
-    locked: bool = False
+    values: Mapping[str, Any]
+    absent: tuple[str, ...] = ()
+    username: str | None = None
+    username_source: UsernameSource | None = None
 
-    def clerk_fields(self) -> dict[str, Any]:
-        """The fields sync owns, under the app's own field names."""
-        return {
-            "clerkId": self.clerk_id,
-            "email": self.email,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "username": self.username,
-            "profilePicture": self.profile_picture,
-            "banned": self.banned,
-            "locked": self.locked,
-        }
-
-
-# xClone's own fields: set only when the service creates a user document, then the app's.
-APP_OWNED_DEFAULTS: dict[str, Any] = {
-    "bannerImage": "",
-    "bio": "",
-    "location": "",
-    "followers": [],
-    "following": [],
-}
-# Every field the service writes on a user document (a unique index on any of them,
-# other than the ones the service keeps unique itself, conflicts with it).
-WRITTEN_FIELDS = frozenset(
-    ("clerkId", "email", "firstName", "lastName", "username", "profilePicture", "banned", "locked")
-    + ("usernameLower",)
-    + ("usernameSource", "clerkUpdatedAt", "lastDeliveryId", "clerkSyncedAt", "updatedAt", "createdAt")
-    + tuple(APP_OWNED_DEFAULTS)
-)
 
 def parse_event(body: bytes) -> Event:
     """Parse a verified body, or raise MalformedEvent naming what is wrong."""
@@ -266,27 +232,67 @@ def unmappable_reason(user: Any) -> str | None:
     return None
 
 
-def map_clerk_user(user: Mapping[str, Any]) -> LocalUser:
-    """Map a Clerk User object (webhook ``data`` or Backend API) to the local fields."""
-    email = primary_email(user)
-    username, source = choose_username(user, email)
+def primary_phone(user: Mapping[str, Any]) -> str | None:
+    """The number whose id is ``primary_phone_number_id``; None for users without one."""
+    primary_id = user.get("primary_phone_number_id")
+    numbers = user.get("phone_numbers")
+    for number in numbers if primary_id and isinstance(numbers, list) else ():
+        if isinstance(number, Mapping) and number.get("id") == primary_id:
+            value = number.get("phone_number")
+            return value if isinstance(value, str) and value else None
+    return None
+
+
+def full_name(user: Mapping[str, Any]) -> str | None:
+    """First and last name, as Clerk's own ``fullName`` joins them; None when both are blank."""
+    parts = [p.strip() for p in (user.get("first_name"), user.get("last_name")) if isinstance(p, str)]
+    return " ".join(p for p in parts if p) or None
+
+
+def _derived(user: Mapping[str, Any], name: str) -> Any:
+    if name == "$primary_email":
+        return primary_email(user)
+    if name == "$primary_phone":
+        return primary_phone(user)
+    return full_name(user)
+
+
+def _at_path(user: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = user
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def map_clerk_user(user: Mapping[str, Any], fields: FieldMap | None = None) -> LocalUser:
+    """Map a Clerk User object (webhook ``data`` or Backend API) through the field map
+    (the built-in one, xClone's, by default)."""
+    fields = fields or builtin_field_map()
+    values: dict[str, Any] = {}
+    absent: list[str] = []
+    for spec in fields.sourced:
+        assert spec.source is not None
+        raw = _derived(user, spec.source) if spec.source.startswith("$") else _at_path(user, spec.path)
+        value = coerce(spec.type, raw)
+        if value is MISSING:
+            value = spec.when_missing()
+        if value is MISSING:
+            absent.append(spec.target)
+        else:
+            values[spec.target] = value
+    username, source = (None, None)
+    if fields.username is not None:
+        username, source = choose_username(user, primary_email(user))
     return LocalUser(
         clerk_id=user["id"],
-        email=email,
-        first_name=_text(user.get("first_name")),
-        last_name=_text(user.get("last_name")),
+        clerk_updated_at=int(user["updated_at"]),
+        values=values,
+        absent=tuple(absent),
         username=username,
         username_source=source,
-        profile_picture=_text(user.get("image_url")),
-        clerk_updated_at=int(user["updated_at"]),
-        # Directory Sync deprovisioning arrives as a user.updated with the user banned.
-        banned=user.get("banned") is True,
-        locked=user.get("locked") is True,
     )
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def claim_beats_holder(
@@ -319,14 +325,20 @@ class Plan(StrEnum):
     KEEP = "keep"
 
 
-def plan_user(clerk_updated_at: int, local_updated_at: int | None, deleted_locally: bool) -> Plan:
+def plan_user(
+    clerk_updated_at: int, local_updated_at: int | None, deleted_locally: bool, refresh: bool = False
+) -> Plan:
     """Reconcile's per-user decision; the write itself is still guarded in the database.
 
     A local version at least as new as Clerk's is kept (a webhook may have landed
-    after Clerk listed the page). A remembered deletion is never undone.
+    after Clerk listed the page). A remembered deletion is never undone. A refresh also
+    rewrites the version it already has, so a changed field map reaches every user; a
+    newer local version is still kept.
     """
     if deleted_locally:
         return Plan.KEEP
     if local_updated_at is None:
         return Plan.CREATE
-    return Plan.UPDATE if clerk_updated_at > local_updated_at else Plan.KEEP
+    if clerk_updated_at > local_updated_at or refresh and clerk_updated_at == local_updated_at:
+        return Plan.UPDATE
+    return Plan.KEEP

@@ -56,15 +56,18 @@ class ReconcileReport:
             text += f" ({self.clerk_requests / self.elapsed_s:.1f}/s)"
         return text
 
+
 def reconcile(
     store: UserStore,
     clerk: ClerkAPI,
     *,
     dry_run: bool = False,
     force: bool = False,
+    refresh: bool = False,
     on_page: Callable[[ReconcileReport], None] | None = None,
 ) -> ReconcileReport:
-    """Run one reconcile pass. Safe to rerun, and safe while webhooks arrive."""
+    """Run one reconcile pass. Safe to rerun, and safe while webhooks arrive. ``refresh``
+    rewrites every stored user with the current field map, not only those Clerk changed."""
     report = ReconcileReport(dry_run=dry_run)
     run_id = uuid.uuid4().hex
     started_ms = int(time.time() * 1000)
@@ -77,7 +80,7 @@ def reconcile(
 
     seen: set[str] | None = set() if dry_run else None
     for page in clerk.iter_user_pages():
-        _apply_page(store, page, report, run_id, seen)
+        _apply_page(store, page, report, run_id, seen, refresh)
         report.pages += 1
         count_requests()
         if on_page is not None:
@@ -88,13 +91,18 @@ def reconcile(
 
 
 def _apply_page(
-    store: UserStore, page: list[Any], report: ReconcileReport, run_id: str, seen: set[str] | None
+    store: UserStore,
+    page: list[Any],
+    report: ReconcileReport,
+    run_id: str,
+    seen: set[str] | None,
+    refresh: bool,
 ) -> None:
     users = []
     for raw in page:
         reason = unmappable_reason(raw)
         if reason is None:
-            users.append(map_clerk_user(raw))
+            users.append(map_clerk_user(raw, store.fields))
         else:  # one odd user never aborts a page
             user_id = raw.get("id") if isinstance(raw, dict) else None
             report.skipped.append((user_id if isinstance(user_id, str) and user_id else "?", reason))
@@ -103,7 +111,7 @@ def _apply_page(
     deleted = store.deleted_among(ids)
     todo = []
     for user in users:
-        plan = plan_user(user.clerk_updated_at, local.get(user.clerk_id), user.clerk_id in deleted)
+        plan = plan_user(user.clerk_updated_at, local.get(user.clerk_id), user.clerk_id in deleted, refresh)
         if plan is Plan.KEEP:
             report.unchanged += 1
         else:

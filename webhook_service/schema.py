@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .domain import CascadeRule
+from .fieldmap import FieldMap
 
 USERS = "users"
 TOMBSTONES = "deleted_users"
@@ -21,9 +22,10 @@ EVENTS = "events"
 MIGRATE_COMMAND = "flask --app wsgi init-db --migrate"
 INIT_COMMAND = "flask --app wsgi init-db"
 
-# Fields a unique index may hold without contradicting the service: the service keeps
-# them unique itself (usernames case-insensitively, so ``username`` is implied).
-_UNIQUE_BY_RULE = ("clerkId", "usernameLower", "username")
+# Fields that Clerk lets two users share at once, or lack: an app's unique index on one
+# refuses users Clerk has, and an address or number moving between two users whose
+# events arrive out of order.
+_CONTACTS = {"$primary_email": "an email address (phone or web3 sign-in)", "$primary_phone": "a phone number"}
 
 
 @dataclass(frozen=True)
@@ -62,27 +64,40 @@ class IndexSpec:
         return f"{kind}{describe_keys(self.keys)}{ttl}"
 
 
-SERVICE_INDEXES: tuple[IndexSpec, ...] = (
-    IndexSpec(
-        USERS,
-        "clerkId_unique",
-        (("clerkId", 1),),
-        "one document per Clerk user; orders writes",
-        unique=True,
-        required=True,
-    ),
-    IndexSpec(
-        USERS,
-        "usernameLower_unique",
-        (("usernameLower", 1),),
-        "usernames unique regardless of case",
-        unique=True,
-        partial={"usernameLower": {"$type": "string"}},
-        required=True,
-    ),
-    IndexSpec(USERS, "email", (("email", 1),), "lookups by email"),
-    IndexSpec(USERS, "followers", (("followers", 1),), "removing a deleted user from follow lists"),
-    IndexSpec(USERS, "following", (("following", 1),), "removing a deleted user from follow lists"),
+def service_indexes(fields: FieldMap) -> tuple[IndexSpec, ...]:
+    """The indexes the field map needs on ``users``, and the event log's."""
+    specs = [
+        IndexSpec(
+            USERS,
+            f"{fields.identity}_unique",
+            ((fields.identity, 1),),
+            "one document per Clerk user; orders writes",
+            unique=True,
+            required=True,
+        )
+    ]
+    if fields.username is not None:
+        specs.append(
+            IndexSpec(
+                USERS,
+                "usernameLower_unique",
+                (("usernameLower", 1),),
+                "usernames unique regardless of case",
+                unique=True,
+                partial={"usernameLower": {"$type": "string"}},
+                required=True,
+            )
+        )
+    if (email := fields.target_of("$primary_email")) is not None:
+        specs.append(IndexSpec(USERS, email, ((email, 1),), "lookups by email"))
+    for name in fields.references:
+        specs.append(
+            IndexSpec(USERS, name, ((name, 1),), "removing a deleted user from the lists that hold it")
+        )
+    return (*specs, *EVENT_INDEXES)
+
+
+EVENT_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec(
         EVENTS,
         "expiresAt_ttl",
@@ -103,12 +118,12 @@ SERVICE_INDEXES: tuple[IndexSpec, ...] = (
 )
 
 
-def cascade_indexes(rules: Iterable[CascadeRule]) -> tuple[IndexSpec, ...]:
+def cascade_indexes(rules: Iterable[CascadeRule], service: Iterable[IndexSpec] = ()) -> tuple[IndexSpec, ...]:
     """One index per field a ``DELETE_CASCADE`` rule matches, on the app's collection:
     without it every deletion scans that collection, and its cost grows with it. Additive
     and non-unique, so safe to create beside the app's own. Named as mongoose names an
     index on the field (``user_1``), so the app's own declaration of it is a no-op."""
-    wanted = {(spec.collection, spec.fields) for spec in SERVICE_INDEXES}
+    wanted = {(spec.collection, spec.fields) for spec in service}
     specs: dict[tuple[str, tuple[str, ...]], IndexSpec] = {}
     for rule in rules:
         key = (rule.collection, (rule.field,))
@@ -191,14 +206,12 @@ def describe_keys(keys: Iterable[tuple[str, Any]]) -> str:
 
 
 def plan_indexes(
-    existing: Iterable[ExistingIndex],
-    written_fields: frozenset[str],
-    wanted: Iterable[IndexSpec] = SERVICE_INDEXES,
+    existing: Iterable[ExistingIndex], fields: FieldMap, wanted: Iterable[IndexSpec]
 ) -> IndexPlan:
     """Reuse what serves, create what is missing (under a free name), report conflicts."""
     existing = list(existing)
     plan = IndexPlan()
-    plan.conflicts = [c for ix in existing if (c := _users_conflict(ix, written_fields)) is not None]
+    plan.conflicts = [c for ix in existing if (c := _users_conflict(ix, fields)) is not None]
     conflicting = {(c.index.collection, c.index.name) for c in plan.conflicts}
     for spec in wanted:
         same_collection = [ix for ix in existing if ix.collection == spec.collection]
@@ -248,18 +261,20 @@ def _same_identity(index: ExistingIndex, spec: IndexSpec) -> bool:
     )
 
 
-def _users_conflict(index: ExistingIndex, written: frozenset[str]) -> Conflict | None:
+def _users_conflict(index: ExistingIndex, field_map: FieldMap) -> Conflict | None:
     """A unique index on ``users`` that refuses documents the service must be able to write."""
     if index.collection != USERS or not index.unique or index.name == "_id_":
         return None
-    fields = set(index.fields)
-    if any(name in fields for name in _UNIQUE_BY_RULE):
-        return None  # implied by a rule the service keeps itself
+    fields, written = set(index.fields), field_map.written_fields
+    # Kept unique by the service itself (usernames case-insensitively, which implies them as written).
+    if fields & {field_map.identity, "usernameLower", field_map.username}:
+        return None
     replacement = IndexSpec(USERS, index.name, tuple((k, v) for k, v in index.keys), "lookups")
-    if fields == {"email"}:
+    contact = next((what for src, what in _CONTACTS.items() if fields == {field_map.target_of(src)}), None)
+    if contact is not None:
         breaks = (
-            "refuses a second user without an email address (phone or web3 sign-in), and an "
-            "address moving from one user to another when its two events arrive out of order"
+            f"refuses a second user without {contact}, and one moving from one user to another "
+            "when its two events arrive out of order"
         )
     elif fields & written:
         breaks = f"refuses two users with the same {', '.join(sorted(fields & written))}, which Clerk allows"

@@ -50,8 +50,8 @@ def current_services() -> Services:
 def build_services(config: Config, db: Database[Any] | None = None) -> Services:
     db = db if db is not None else connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     metrics = Metrics()
-    store = UserStore(db, insert_only_fields=config.insert_only_fields, cascade=config.delete_cascade)
-    events = EventLog(db, retention_days=config.event_retention_days)
+    store = UserStore(db, fields=config.user_fields, cascade=config.delete_cascade)
+    events = EventLog(db, retention_days=config.event_retention_days, fields=config.user_fields)
     clerk = None
     jwks = None
     if config.clerk_secret_key:

@@ -16,27 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from bson import ObjectId
+
 from .clerk_api import ClerkAPI, ClerkUnavailable, ClerkUserNotFound
 from .domain import Outcome, map_clerk_user, unmappable_reason
+from .fieldmap import FieldMap
 from .store import StoreUnavailable, UserStore
-
-PUBLIC_FIELDS = (
-    "clerkId",
-    "email",
-    "firstName",
-    "lastName",
-    "username",
-    "profilePicture",
-    "banned",
-    "locked",
-    "bannerImage",
-    "bio",
-    "location",
-    "followers",
-    "following",
-    "createdAt",
-    "updatedAt",
-)
 
 T = TypeVar("T")
 
@@ -112,7 +97,7 @@ class UserSync:
         if claim is None:
             doc = self.store.get(clerk_id)
             if doc is not None:
-                return SyncResult(created=False, user=public_user(doc), pulled=False)
+                return SyncResult(created=False, user=public_user(doc, self.store.fields), pulled=False)
         try:
             result = sync_user(self.store, self.clerk, clerk_id)
         except (ClerkUnavailable, StoreUnavailable):
@@ -140,21 +125,30 @@ def sync_user(store: UserStore, clerk: ClerkAPI, clerk_id: str) -> SyncResult:
     reason = unmappable_reason(clerk_user)
     if reason is not None:
         raise ClerkUnavailable(f"Clerk API sent a user that cannot be stored: {reason}", 502)
-    result = store.upsert_if_newer(map_clerk_user(clerk_user))
+    result = store.upsert_if_newer(map_clerk_user(clerk_user, store.fields))
     doc = store.get(clerk_id)
     if doc is None or result.outcome is Outcome.STALE and store.is_deleted(clerk_id):
         raise SyncedUserGone(clerk_id)
-    return SyncResult(created=result.created, user=public_user(doc))
+    return SyncResult(created=result.created, user=public_user(doc, store.fields))
 
 
-def public_user(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as the app sees it: its own fields, ids as strings, times as ISO 8601."""
+def public_user(doc: dict[str, Any], fields: FieldMap) -> dict[str, Any]:
+    """The document as the field map describes it (the identity, every mapped field, and
+    when it was created and updated), as JSON: ids as strings, times as ISO 8601."""
     view: dict[str, Any] = {"_id": str(doc["_id"])}
-    for name in PUBLIC_FIELDS:
-        value = doc.get(name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif name in ("followers", "following"):
-            value = [str(v) for v in value or []]
-        view[name] = value
+    for name in fields.public_fields:
+        if name in doc:
+            view[name] = _json_value(doc[name])
     return view
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value

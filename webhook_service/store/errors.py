@@ -1,5 +1,15 @@
 """Errors the store raises; callers answer 503 for them so that Svix retries."""
 
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+_DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
+
 
 class StoreUnavailable(Exception):
     """The database did not answer in time or refused the write. Retrying later is safe."""
@@ -19,3 +29,37 @@ class ForeignIndexRefused(StoreUnavailable):
             "run `flask --app wsgi init-db --migrate`"
         )
         self.index = index
+
+
+@contextmanager
+def unavailable_on_error() -> Iterator[None]:
+    """Turn any driver failure into StoreUnavailable, so callers answer 503."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except PyMongoError as exc:
+        raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
+
+
+def key_clashes(exc: BulkWriteError, what: str) -> list[int]:
+    """The positions a bulk write refused for a duplicate key; any other error is raised,
+    and so is a write concern error: the writes landed but are not yet durable, so the page
+    is not done (rerunning it is safe)."""
+    if exc.details.get("writeConcernErrors"):
+        raise StoreUnavailable(f"{what} not acknowledged by a majority: WriteConcernError") from exc
+    positions = []
+    for error in exc.details.get("writeErrors", []):
+        if error.get("code") != 11000:
+            raise StoreUnavailable(f"{what} failed: {error.get('errmsg')}") from exc
+        positions.append(error["index"])
+    return positions
+
+
+def foreign_index_refusal(exc: DuplicateKeyError) -> ForeignIndexRefused:
+    """A unique index the service does not own refused the write. Named, never quoted:
+    the error's key value is user data (an email address, say)."""
+    details = exc.details or {}
+    match = _DUPLICATE_INDEX.search(str(details.get("errmsg") or ""))
+    name = match[1] if match else "_".join(f"{k}_{v}" for k, v in (details.get("keyPattern") or {}).items())
+    return ForeignIndexRefused(name)

@@ -23,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from ..domain import Outcome
+from ..fieldmap import FieldMap
 from .indexes import ensure_indexes
 from .mongo import EVENTS, TOMBSTONES
 
@@ -55,11 +56,13 @@ class EventLog:
         batch_size: int = 100,
         max_batch: int = 500,
         max_buffer: int = 50_000,
+        fields: FieldMap | None = None,
     ) -> None:
         """Records are written when ``batch_size`` of them wait, and at the latest after
         ``flush_interval_s``: a busy service writes full batches (few commands per
         delivery), a quiet one still writes within the interval."""
         self.collection = db[EVENTS]
+        self._fields = fields
         self._retention = timedelta(days=retention_days)
         self._interval = flush_interval_s
         self._max_batch = max_batch
@@ -155,7 +158,7 @@ class EventLog:
         if not self._indexes_ready:
             # The TTL index must exist before the first payload (personal data) lands,
             # even on a database that has only ever seen non-user events.
-            ensure_indexes(self.collection.database)
+            ensure_indexes(self.collection.database, fields=self._fields)
             self._indexes_ready = True
         # Most records are a delivery's first: a plain insert is the cheapest write. A
         # redelivery's record exists already; the insert refuses it and the upsert merges it.

@@ -15,11 +15,11 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ..domain import WRITTEN_FIELDS, CascadeRule
+from ..domain import CascadeRule
+from ..fieldmap import FieldMap, builtin_field_map
 from ..schema import (
     EVENTS,
     INIT_COMMAND,
-    SERVICE_INDEXES,
     TOMBSTONES,
     USERS,
     Conflict,
@@ -28,6 +28,7 @@ from ..schema import (
     IndexSpec,
     cascade_indexes,
     plan_indexes,
+    service_indexes,
 )
 from .errors import StoreUnavailable
 
@@ -53,22 +54,29 @@ def read_indexes(db: Database[Any], collections: Iterable[str] = ()) -> list[Exi
     return [ExistingIndex.from_info(name, info) for name in names for info in db[name].list_indexes()]
 
 
-def plan_for(db: Database[Any], cascade: tuple[CascadeRule, ...] = ()) -> IndexPlan:
-    """The plan for the service's own indexes, and with ``cascade`` for the indexes its
-    ``DELETE_CASCADE`` rules need on the app's collections too."""
-    wanted = SERVICE_INDEXES + cascade_indexes(cascade)
+def plan_for(
+    db: Database[Any], cascade: tuple[CascadeRule, ...] = (), fields: FieldMap | None = None
+) -> IndexPlan:
+    """The plan for the indexes the field map (the built-in one by default) needs, and with
+    ``cascade`` for the ones its ``DELETE_CASCADE`` rules need on the app's collections too."""
+    fields = fields or builtin_field_map()
+    service = service_indexes(fields)
     existing = read_indexes(db, (rule.collection for rule in cascade))
-    return plan_indexes(existing, WRITTEN_FIELDS, wanted)
+    return plan_indexes(existing, fields, service + cascade_indexes(cascade, service))
 
 
 def ensure_indexes(
-    db: Database[Any], *, create: bool = True, cascade: tuple[CascadeRule, ...] = ()
+    db: Database[Any],
+    *,
+    create: bool = True,
+    cascade: tuple[CascadeRule, ...] = (),
+    fields: FieldMap | None = None,
 ) -> IndexReport:
     """Create every missing index; raise IndexUnavailable if a required one cannot be had.
 
     The service itself calls this without ``cascade``: an index on an app's large
     collection is built when an operator runs ``init-db``, never inside a request."""
-    report = IndexReport(plan_for(db, cascade))
+    report = IndexReport(plan_for(db, cascade, fields))
     if not create:
         return report
     for attempt in range(2):
@@ -85,7 +93,7 @@ def ensure_indexes(
                 report.failed.append((spec, failure_reason(exc)))
         if not raced:
             break
-        report.plan = plan_for(db, cascade)  # another process created an index meanwhile: plan again
+        report.plan = plan_for(db, cascade, fields)  # another process created an index meanwhile: plan again
     for spec, reason in report.failed:
         message = f"could not create index {spec.collection}.{spec.name} ({spec.describe()}): {reason}"
         if spec.required:
@@ -95,14 +103,17 @@ def ensure_indexes(
 
 
 def migrate(
-    db: Database[Any], say: Callable[[str], None], cascade: tuple[CascadeRule, ...] = ()
+    db: Database[Any],
+    say: Callable[[str], None],
+    cascade: tuple[CascadeRule, ...] = (),
+    fields: FieldMap | None = None,
 ) -> IndexReport:
     """Replace each conflicting index with what the service needs, then create what is
     missing. Safe to rerun (the plan is read afresh) and while the service runs: between
     the drop and the create, writes go through; only lookups lack the index."""
-    for conflict in plan_for(db, cascade).conflicts:
+    for conflict in plan_for(db, cascade, fields).conflicts:
         _replace(db, conflict, say)
-    return ensure_indexes(db, cascade=cascade)
+    return ensure_indexes(db, cascade=cascade, fields=fields)
 
 
 def _replace(db: Database[Any], conflict: Conflict, say: Callable[[str], None]) -> None:
@@ -131,11 +142,13 @@ def failure_reason(exc: PyMongoError) -> str:
     return f"{name}: {message}"[:300]
 
 
-def warn_about_conflicts(db: Database[Any], cascade: tuple[CascadeRule, ...] = ()) -> IndexPlan | None:
+def warn_about_conflicts(
+    db: Database[Any], cascade: tuple[CascadeRule, ...] = (), fields: FieldMap | None = None
+) -> IndexPlan | None:
     """At start: one warning line per conflicting index and per missing cascade index,
     then the service goes on."""
     try:
-        plan = plan_for(db, cascade)
+        plan = plan_for(db, cascade, fields)
     except PyMongoError as exc:
         log.warning("could not check the indexes at start (%s); workers check again", type(exc).__name__)
         return None

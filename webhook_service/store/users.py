@@ -2,42 +2,43 @@
 
 Ordering is decided by the database, never read-then-write: an upsert's filter only
 matches a stored version that is not newer than the incoming one, so a stale write
-falls through to an insert that the unique ``clerkId`` index rejects. The common path,
-an update to an existing user, is one ``update``; a first insert adds one tombstone read,
-and a refused write one read.
+falls through to an insert that the unique index on the identity field rejects. The
+common path, an update to an existing user, is one ``update``; a first insert adds one
+tombstone read, and a refused write one read.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pymongo
-from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from ..domain import (
-    APP_OWNED_DEFAULTS,
     CascadeRule,
     LocalUser,
     Outcome,
     claim_beats_holder,
     disambiguated_username,
 )
-from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
-from .events import erase_payloads
+from ..fieldmap import FieldMap, builtin_field_map, fresh_default
+from .erasure import Eraser
+from .errors import (
+    StoreUnavailable,
+    UsernameConflict,
+    foreign_index_refusal,
+    key_clashes,
+    unavailable_on_error,
+)
 from .indexes import ensure_indexes
 from .mongo import TOMBSTONES, USERS
 
-_USERNAME_FIELDS = ("usernameLower", "username")
-_DUPLICATE_INDEX = re.compile(r"index: (\S+) dup key")
 _USERNAME_ATTEMPTS = 4
 # Reconcile's page-sized operations get a longer bound than a single delivery's write. Each
 # bound covers one operation: never a generator's yield, where it would cover the caller.
@@ -46,8 +47,7 @@ UNSEEN_PAGE = 1000
 # A filter that narrows a user by its key and tests a version beside it names the index it
 # is for: the plan is then the same on every server, whatever its planner makes of an
 # ``$and`` (SecantusDB's explains one as a collection scan). Only required indexes are
-# named, so a hint can never name an index that is not there.
-BY_CLERK_ID = [("clerkId", 1)]
+# named (the identity field's, and _id), so a hint can never name an index that is not there.
 BY_ID = [("_id", 1)]
 
 
@@ -66,33 +66,29 @@ class SyncClaim:
     previous: datetime | None
 
 
-@contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    """Turn any driver failure into StoreUnavailable, so callers answer 503."""
-    try:
-        yield
-    except DuplicateKeyError:
-        raise
-    except PyMongoError as exc:
-        raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
-
-
 class UserStore:
-    """Local copies of Clerk users, versioned by Clerk's ``updated_at``."""
+    """Local copies of Clerk users, versioned by Clerk's ``updated_at``, with the fields
+    the field map names (xClone's built-in one by default). The map's ``identity`` field
+    holds the Clerk id; everything else about the document's shape comes from the map."""
 
     def __init__(
         self,
         db: Database[Any],
         clock: Callable[[], datetime] | None = None,
         *,
+        fields: FieldMap | None = None,
         insert_only_fields: tuple[str, ...] = (),
         cascade: tuple[CascadeRule, ...] = (),
         bulk_timeout_s: float = BULK_TIMEOUT_S,
     ) -> None:
         self.db = db
         self.bulk_timeout_s = bulk_timeout_s
-        self.insert_only_fields = insert_only_fields
+        self.fields = (fields or builtin_field_map()).with_insert_only(insert_only_fields)
+        self.key = self.fields.identity
+        self._by_key = [(self.key, 1)]
+        self._username_fields = ("usernameLower", self.fields.username) if self.fields.username else ()
         self.cascade = cascade
+        self._eraser = Eraser(db, self.fields, cascade)
         self.users = db[USERS]
         self.tombstones = db[TOMBSTONES]
         self._now = clock or (lambda: datetime.now(UTC))
@@ -111,49 +107,49 @@ class UserStore:
         if self._indexes_ready:
             return
         failures_before = self._index_failures
-        with self._index_lock, _unavailable_on_error():
+        with self._index_lock, unavailable_on_error():
             if self._indexes_ready:
                 return
             if self._index_failures != failures_before:
                 raise StoreUnavailable("database error: index creation failed just now")
             try:
-                ensure_indexes(self.db)
+                ensure_indexes(self.db, fields=self.fields)
             except (PyMongoError, StoreUnavailable):
                 self._index_failures += 1
                 raise
             self._indexes_ready = True
 
     def get(self, clerk_id: str) -> dict[str, Any] | None:
-        with _unavailable_on_error():
-            return self.users.find_one({"clerkId": clerk_id})
+        with unavailable_on_error():
+            return self.users.find_one({self.key: clerk_id})
 
     def upsert_if_newer(self, user: LocalUser, delivery_id: str | None = None) -> UpsertResult:
         """Write ``user`` unless the stored version is newer, the id was deleted, or
         this same delivery was already applied."""
         self.ensure_indexes()
         username = user.username
-        with _unavailable_on_error():
+        with unavailable_on_error():
             for _ in range(_USERNAME_ATTEMPTS):
                 try:
                     written = self.users.update_one(
                         self._newer_filter(user, delivery_id),
                         self._update(user, username, delivery_id),
                         upsert=True,
-                        hint=BY_CLERK_ID,
+                        hint=self._by_key,
                     )
                 except DuplicateKeyError as exc:
                     key = (exc.details or {}).get("keyPattern") or {}
-                    by = next((name for name in _USERNAME_FIELDS if name in key), None)
-                    if by is not None:
+                    by = next((name for name in self._username_fields if name in key), None)
+                    if by is not None and username is not None:
                         holder = self._username_holder(by, username)
                         if holder is None:
                             continue
-                        if holder["clerkId"] != user.clerk_id:
+                        if holder.get(self.key) != user.clerk_id:
                             username = self._settle_username_clash(user, username, holder)
                             continue
                         # Our own document holds the name: the filter refused the write.
-                    elif "clerkId" not in key:
-                        raise _foreign_index_refusal(exc) from None
+                    elif self.key not in key:
+                        raise foreign_index_refusal(exc) from None
                     outcome = self._why_not_applied(user, delivery_id)
                     if outcome is None:
                         continue
@@ -161,7 +157,7 @@ class UserStore:
                 created = written.upserted_id is not None
                 if created and self.is_deleted(user.clerk_id):
                     # The id was deleted before the insert landed: undo it.
-                    self._erase_user(user.clerk_id, [written.upserted_id])
+                    self._eraser.erase(user.clerk_id, [written.upserted_id])
                     return UpsertResult(Outcome.STALE)
                 return UpsertResult(Outcome.APPLIED, created=created)
         raise UsernameConflict(f"write for {user.clerk_id} still contested after retries")
@@ -177,8 +173,8 @@ class UserStore:
         finds a tombstone and no document had finished.
         """
         self.ensure_indexes()
-        with _unavailable_on_error():
-            doc = self.users.find_one({"clerkId": clerk_id}, {"_id": 1})
+        with unavailable_on_error():
+            doc = self.users.find_one({self.key: clerk_id}, {"_id": 1})
             update: dict[str, Any] = {"$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id}}
             if doc is not None:
                 update["$addToSet"] = {"objectIds": doc["_id"]}
@@ -187,7 +183,7 @@ class UserStore:
             )
             if doc is None and before is not None:
                 return Outcome.DUPLICATE
-            self._erase_user(clerk_id, [] if doc is None else [doc["_id"]])
+            self._eraser.erase(clerk_id, [] if doc is None else [doc["_id"]])
         return Outcome.DELETED
 
     def upsert_many_if_newer(self, users: list[LocalUser]) -> list[Outcome]:
@@ -201,21 +197,21 @@ class UserStore:
         self.ensure_indexes()
         ops = [
             UpdateOne(
-                self._newer_filter(u, None), self._update(u, u.username, None), upsert=True, hint=BY_CLERK_ID
+                self._newer_filter(u, None), self._update(u, u.username, None), upsert=True, hint=self._by_key
             )
             for u in users
         ]
         outcomes = [Outcome.APPLIED] * len(users)
         created: list[int] = []
         clashes: list[int] = []
-        with _unavailable_on_error():
+        with unavailable_on_error():
             try:
                 with pymongo.timeout(self.bulk_timeout_s):
                     created = list(self.users.bulk_write(ops, ordered=False).upserted_ids or {})
             except BulkWriteError as exc:
                 created = [u["index"] for u in exc.details.get("upserted", [])]
-                clashes = _key_clashes(exc, "bulk write")
-        # A clerkId clash is usually a newer local version (stale), but may be a document
+                clashes = key_clashes(exc, "bulk write")
+        # An identity clash is usually a newer local version (stale), but may be a document
         # written before this service, which the single path adopts.
         for index in clashes:
             outcomes[index] = self.upsert_if_newer(users[index]).outcome
@@ -241,12 +237,12 @@ class UserStore:
         documents = [{**self._document(user, None), **stamp} for user in users]
         results = [(Outcome.APPLIED, True)] * len(users)
         clashes: list[int] = []
-        with _unavailable_on_error():
+        with unavailable_on_error():
             try:
                 with pymongo.timeout(self.bulk_timeout_s):
                     self.users.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
-                clashes = _key_clashes(exc, "bulk insert")
+                clashes = key_clashes(exc, "bulk insert")
         for index in clashes:
             results[index] = (self.upsert_if_newer(users[index]).outcome, False)
         fresh_ids = [u.clerk_id for u, (_, fresh) in zip(users, results, strict=True) if fresh]
@@ -260,26 +256,26 @@ class UserStore:
         """Remove the just-inserted users whose ids were deleted meanwhile; return those ids."""
         gone = self.deleted_among(inserted) if inserted else set()
         if gone:
-            with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-                self.users.delete_many({"clerkId": {"$in": list(gone)}})
+            with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+                self.users.delete_many({self.key: {"$in": list(gone)}})
         return gone
 
     def versions(self, clerk_ids: list[str]) -> dict[str, int]:
         """The stored Clerk version of each id that exists locally (-1 for legacy docs)."""
-        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-            docs = self.users.find({"clerkId": {"$in": clerk_ids}}, {"clerkId": 1, "clerkUpdatedAt": 1})
-            return {d["clerkId"]: d.get("clerkUpdatedAt", -1) for d in docs}
+        with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+            docs = self.users.find({self.key: {"$in": clerk_ids}}, {self.key: 1, "clerkUpdatedAt": 1})
+            return {d[self.key]: d.get("clerkUpdatedAt", -1) for d in docs}
 
     def deleted_among(self, clerk_ids: list[str]) -> set[str]:
-        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+        with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
             return {t["_id"] for t in self.tombstones.find({"_id": {"$in": clerk_ids}}, {"_id": 1})}
 
     def mark_seen(self, clerk_ids: list[str], run_id: str) -> None:
         """Stamp users that Clerk listed in this reconcile run (a single command per page)."""
         if not clerk_ids:
             return
-        with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-            self.users.update_many({"clerkId": {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
+        with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+            self.users.update_many({self.key: {"$in": clerk_ids}}, {"$set": {"reconcileRun": run_id}})
 
     def iter_unseen(
         self, run_id: str | None, older_than_ms: int, seen: set[str] | None = None
@@ -296,13 +292,12 @@ class UserStore:
         after: Any = None
         while True:
             page_query = query if after is None else {**query, "_id": {"$gt": after}}
-            with _unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-                page = list(
-                    self.users.find(page_query, {"clerkId": 1}).sort("_id", 1).limit(UNSEEN_PAGE)
-                )
+            with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+                page = list(self.users.find(page_query, {self.key: 1}).sort("_id", 1).limit(UNSEEN_PAGE))
             for doc in page:
-                if seen is None or doc["clerkId"] not in seen:
-                    yield doc["clerkId"]
+                clerk_id = doc.get(self.key)
+                if isinstance(clerk_id, str) and (seen is None or clerk_id not in seen):
+                    yield clerk_id
             if len(page) < UNSEEN_PAGE:
                 return
             after = page[-1]["_id"]
@@ -317,13 +312,13 @@ class UserStore:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what BSON keeps
         recent = {"$gt": now - timedelta(seconds=interval_s), "$lte": now + timedelta(seconds=interval_s)}
         self.ensure_indexes()
-        with _unavailable_on_error():
+        with unavailable_on_error():
             before = self.users.find_one_and_update(
-                {"clerkId": clerk_id, "clerkSyncedAt": {"$not": recent}},
+                {self.key: clerk_id, "clerkSyncedAt": {"$not": recent}},
                 {"$set": {"clerkSyncedAt": now}},
                 projection={"clerkSyncedAt": 1, "_id": 0},
                 return_document=ReturnDocument.BEFORE,
-                hint=BY_CLERK_ID,
+                hint=self._by_key,
             )
         if before is None:
             return None
@@ -336,44 +331,45 @@ class UserStore:
             undo: dict[str, Any] = {"$unset": {"clerkSyncedAt": 1}}
         else:
             undo = {"$set": {"clerkSyncedAt": claim.previous}}
-        with _unavailable_on_error():
+        with unavailable_on_error():
             self.users.update_one(
-                {"clerkId": claim.clerk_id, "clerkSyncedAt": claim.stamp}, undo, hint=BY_CLERK_ID
+                {self.key: claim.clerk_id, "clerkSyncedAt": claim.stamp}, undo, hint=self._by_key
             )
 
     def is_deleted(self, clerk_id: str) -> bool:
-        with _unavailable_on_error():
+        with unavailable_on_error():
             return self.tombstones.find_one({"_id": clerk_id}, {"_id": 1}) is not None
 
     # -- internals -------------------------------------------------------------
 
-    @staticmethod
-    def _newer_filter(user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
+    def _newer_filter(self, user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
         """Matches the stored user if ``user`` may replace it."""
         query: dict[str, Any] = {
-            "clerkId": user.clerk_id,
+            self.key: user.clerk_id,
             "clerkUpdatedAt": {"$lte": user.clerk_updated_at},
         }
         if delivery_id is not None:
             query["lastDeliveryId"] = {"$ne": delivery_id}
         return query
 
-    def _update(self, user: LocalUser, username: str, delivery_id: str | None) -> dict[str, Any]:
+    def _update(self, user: LocalUser, username: str | None, delivery_id: str | None) -> dict[str, Any]:
+        """The map's Clerk fields set (those Clerk has no value for removed), the app-owned
+        defaults on insert, and insert-only fields on insert alone, then left to the app."""
         now = self._now()
-        fields = user.clerk_fields()
-        fields.update(
-            username=username,
-            usernameLower=username.lower(),
-            usernameSource=user.username_source.value,
-            clerkUpdatedAt=user.clerk_updated_at,
-            lastDeliveryId=delivery_id,
-            updatedAt=now,
-        )
-        on_insert = dict(APP_OWNED_DEFAULTS, createdAt=now)
-        # INSERT_ONLY_FIELDS: written when this creates the document, then left to the app.
-        for name in self.insert_only_fields:
+        fields: dict[str, Any] = {self.key: user.clerk_id, **user.values}
+        if username is not None and self.fields.username is not None and user.username_source is not None:
+            fields[self.fields.username] = username
+            fields.update(usernameLower=username.lower(), usernameSource=user.username_source.value)
+        fields.update(clerkUpdatedAt=user.clerk_updated_at, lastDeliveryId=delivery_id, updatedAt=now)
+        on_insert = {name: fresh_default(value) for name, value in self.fields.app_owned.items()}
+        on_insert["createdAt"] = now
+        insert_only = self.fields.insert_only
+        for name in insert_only & fields.keys():
             on_insert[name] = fields.pop(name)
-        return {"$set": fields, "$setOnInsert": on_insert}
+        update = {"$set": fields, "$setOnInsert": on_insert}
+        if unset := [name for name in user.absent if name not in insert_only]:
+            update["$unset"] = dict.fromkeys(unset, "")
+        return update
 
     def _document(self, user: LocalUser, delivery_id: str | None) -> dict[str, Any]:
         """The whole document an upsert of a new ``user`` inserts, insert-only fields included."""
@@ -393,7 +389,7 @@ class UserStore:
         if doc is None:
             return None
         if doc["tombstone"]:
-            self._erase_user(user.clerk_id, [doc["_id"]])
+            self._eraser.erase(user.clerk_id, [doc["_id"]])
             return Outcome.STALE
         if "clerkUpdatedAt" not in doc:
             # A document written before this service (e.g. by the old login hook):
@@ -416,12 +412,12 @@ class UserStore:
         """The stored version of a user and its tombstone (a list, empty if none), in one read."""
         docs = self.users.aggregate(
             [
-                {"$match": {"clerkId": clerk_id}},
+                {"$match": {self.key: clerk_id}},
                 {"$limit": 1},
                 {
                     "$lookup": {
                         "from": TOMBSTONES,
-                        "localField": "clerkId",
+                        "localField": self.key,
                         "foreignField": "_id",
                         "as": "tombstone",
                     }
@@ -433,80 +429,28 @@ class UserStore:
 
     def _username_holder(self, by: str, username: str) -> dict[str, Any] | None:
         """Who holds ``username``, as the index that refused the write sees it: the
-        service's ``usernameLower``, or an app's own unique ``username`` (which also
-        catches documents written before this service, with no ``usernameLower``)."""
+        service's ``usernameLower``, or an app's own unique index on the username field
+        (which also catches documents written before this service, with no ``usernameLower``)."""
         value = username.lower() if by == "usernameLower" else username
         return self.users.find_one(
-            {by: value}, {"clerkId": 1, "username": 1, "usernameSource": 1, "clerkUpdatedAt": 1}
+            {by: value}, {self.key: 1, self.fields.username: 1, "usernameSource": 1, "clerkUpdatedAt": 1}
         )
 
     def _settle_username_clash(self, user: LocalUser, username: str, holder: dict[str, Any]) -> str:
         """Resolve ``user``'s clash with another user on ``username``; return the name to try next."""
+        field, holder_id = str(self.fields.username), str(holder.get(self.key))
         if not claim_beats_holder(
-            user, holder.get("usernameSource"), holder.get("clerkUpdatedAt", -1), holder["clerkId"]
+            user, holder.get("usernameSource"), holder.get("clerkUpdatedAt", -1), holder_id
         ):
             return disambiguated_username(username, user.clerk_id)
         # The holder's own spelling: the name its next event would settle on too.
-        displaced = disambiguated_username(holder.get("username") or username, holder["clerkId"])
+        displaced = disambiguated_username(holder.get(field) or username, holder_id)
         try:
             self.users.update_one(
-                {"_id": holder["_id"], "username": holder.get("username")},
-                {"$set": {"username": displaced, "usernameLower": displaced.lower()}},
+                {"_id": holder["_id"], field: holder.get(field)},
+                {"$set": {field: displaced, "usernameLower": displaced.lower()}},
                 hint=BY_ID,
             )
         except DuplicateKeyError as exc:
-            raise UsernameConflict(f"cannot move {holder['clerkId']} off {username!r}") from exc
+            raise UsernameConflict(f"cannot move {holder_id} off {username!r}") from exc
         return username
-
-    def _erase_user(self, clerk_id: str, object_ids: list[ObjectId]) -> None:
-        """Everything a deletion does after its tombstone, each step idempotent, one
-        command each, and the user's document last (see ``delete``)."""
-        self._pull_follow_references(object_ids)
-        references: list[ObjectId | str] = [*object_ids, clerk_id]
-        for rule in self.cascade:
-            self._apply_cascade_rule(rule, references)
-        erase_payloads(self.db, [clerk_id])
-        self.users.delete_many({"clerkId": clerk_id})
-
-    def _apply_cascade_rule(self, rule: CascadeRule, references: list[ObjectId | str]) -> None:
-        """One ``DELETE_CASCADE`` rule as one bulk command over the documents whose
-        ``rule.field`` holds any of ``references`` (the user's ``_id``s and Clerk id)."""
-        target, match = self.db[rule.collection], {rule.field: {"$in": references}}
-        if rule.action == "delete":
-            target.delete_many(match)
-        elif rule.action == "pull":
-            target.update_many(match, {"$pull": {rule.field: {"$in": references}}})
-        else:
-            target.update_many(match, {"$set": {rule.field: None}})
-
-    def _pull_follow_references(self, object_ids: list[ObjectId]) -> None:
-        """One command per follow list, each on its own index: an ``$or`` over both is a
-        collection scan on some planners (SecantusDB's), and its cost grows with the users."""
-        if not object_ids:
-            return
-        ids = {"$in": object_ids}
-        for follow_list in ("followers", "following"):
-            self.users.update_many({follow_list: ids}, {"$pull": {follow_list: ids}})
-
-
-def _key_clashes(exc: BulkWriteError, what: str) -> list[int]:
-    """The positions a bulk write refused for a duplicate key; any other error is raised,
-    and so is a write concern error: the writes landed but are not yet durable, so the page
-    is not done (rerunning it is safe)."""
-    if exc.details.get("writeConcernErrors"):
-        raise StoreUnavailable(f"{what} not acknowledged by a majority: WriteConcernError") from exc
-    positions = []
-    for error in exc.details.get("writeErrors", []):
-        if error.get("code") != 11000:
-            raise StoreUnavailable(f"{what} failed: {error.get('errmsg')}") from exc
-        positions.append(error["index"])
-    return positions
-
-
-def _foreign_index_refusal(exc: DuplicateKeyError) -> ForeignIndexRefused:
-    """A unique index the service does not own refused the write. Named, never quoted:
-    the error's key value is user data (an email address, say)."""
-    details = exc.details or {}
-    match = _DUPLICATE_INDEX.search(str(details.get("errmsg") or ""))
-    name = match[1] if match else "_".join(f"{k}_{v}" for k, v in (details.get("keyPattern") or {}).items())
-    return ForeignIndexRefused(name)
