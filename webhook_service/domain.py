@@ -250,8 +250,6 @@ def full_name(user: Mapping[str, Any]) -> str | None:
 
 
 def _derived(user: Mapping[str, Any], name: str) -> Any:
-    if name == "$primary_email":
-        return primary_email(user)
     if name == "$primary_phone":
         return primary_phone(user)
     return full_name(user)
@@ -260,7 +258,7 @@ def _derived(user: Mapping[str, Any], name: str) -> Any:
 def _at_path(user: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = user
     for key in path:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict | Mapping):
             return None
         value = value.get(key)
     return value
@@ -272,9 +270,12 @@ def map_clerk_user(user: Mapping[str, Any], fields: FieldMap | None = None) -> L
     fields = fields or builtin_field_map()
     values: dict[str, Any] = {}
     absent: list[str] = []
+    email: Any = MISSING
     for spec in fields.sourced:
-        assert spec.source is not None
-        raw = _derived(user, spec.source) if spec.source.startswith("$") else _at_path(user, spec.path)
+        if spec.derived == "$primary_email":
+            raw = email = primary_email(user)
+        else:
+            raw = _derived(user, spec.derived) if spec.derived else _at_path(user, spec.path)
         value = coerce(spec.type, raw)
         if value is MISSING:
             value = spec.when_missing()
@@ -284,7 +285,7 @@ def map_clerk_user(user: Mapping[str, Any], fields: FieldMap | None = None) -> L
             values[spec.target] = value
     username, source = (None, None)
     if fields.username is not None:
-        username, source = choose_username(user, primary_email(user))
+        username, source = choose_username(user, primary_email(user) if email is MISSING else email)
     return LocalUser(
         clerk_id=user["id"],
         clerk_updated_at=int(user["updated_at"]),

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
+from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,14 @@ class FieldSpec:
     insert_only: bool = False
     nullable: bool = False  # no value and no default: store null rather than no field
 
-    @property
+    @cached_property
     def path(self) -> tuple[str, ...]:
         return () if self.source is None or self.source.startswith("$") else tuple(self.source.split("."))
+
+    @cached_property
+    def derived(self) -> str | None:
+        """The ``$name`` of a derived value, else None."""
+        return self.source if self.source is not None and self.source.startswith("$") else None
 
     def when_missing(self) -> Any:
         """The field's value when Clerk has none (MISSING: the document has no such field)."""
@@ -84,37 +90,40 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class FieldMap:
+    """A checked map. Everything derived from it is computed once, on first use: the map
+    is compiled at start, not on every delivery."""
+
     identity: str
     references: tuple[str, ...]
     fields: tuple[FieldSpec, ...]
 
-    @property
+    @cached_property
     def sourced(self) -> tuple[FieldSpec, ...]:
         return tuple(f for f in self.fields if f.source is not None and f.source != "$username")
 
-    @property
+    @cached_property
     def app_owned(self) -> dict[str, Any]:
         """Fields the service sets only when it creates a document, with their defaults."""
         return {f.target: f.default for f in self.fields if f.source is None}
 
-    @property
+    @cached_property
     def insert_only(self) -> frozenset[str]:
         return frozenset(f.target for f in self.fields if f.insert_only)
 
     def target_of(self, derived: str) -> str | None:
         return next((f.target for f in self.fields if f.source == derived), None)
 
-    @property
+    @cached_property
     def username(self) -> str | None:
         return self.target_of("$username")
 
-    @property
+    @cached_property
     def written_fields(self) -> frozenset[str]:
         """Every field the service writes on a user document."""
         own = (self.identity, *self.references, *(f.target for f in self.fields), *BOOKKEEPING_FIELDS)
         return frozenset(own) - {"_id", "clerkSyncedAt", "reconcileRun"}
 
-    @property
+    @cached_property
     def public_fields(self) -> tuple[str, ...]:
         """The document as sync returns it, in the map's order."""
         return (self.identity, *(f.target for f in self.fields), "createdAt", "updatedAt")
