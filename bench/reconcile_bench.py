@@ -6,6 +6,11 @@ Measured: wall time, users per second, the command's peak RSS and CPU time (``wa
 in ``bench/rusage.py``), and the commands the database server ran. The baseline
 (``bench/baseline_reconcile.py``) upserts one user at a time; on a slow server it may
 be given fewer users (``--reconcile-baseline-users``), so compare users per second.
+
+Then, on the service's database: a tenth as many local users again, whom Clerk does not
+have, and a second run (``--max-rps 0``) that lists everyone and deletes them, timed
+with its peak RSS; and a dry run at the default pacing (2 requests/s), whose listing
+time is set against what pages / rate predicts.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from bench.servers import TestDatabase, log
 from tests.fake_clerk import FakeClerkAPI, make_users
 from tests.processes import REPO_ROOT
 from tests.signing import TEST_SECRET
+from webhook_service.cli import DEFAULT_MAX_RPS
+from webhook_service.domain import map_clerk_user
+from webhook_service.store import UserStore
 
 
 def _run(argv: list[str], env: dict[str, str], database: TestDatabase) -> dict[str, Any]:
@@ -85,4 +93,46 @@ def run(database: TestDatabase, *, users: int, baseline_users: int) -> dict[str,
             )
             results[name] = figures
             log(f"reconcile {name}: {figures}")
+            if name == "service":
+                results["deletion"] = _deletion_run(db, base_env, uri, database, users)
+                results["paced_listing"] = _paced_listing(base_env, uri, database, users)
     return results
+
+
+def _deletion_run(
+    db, base_env: dict[str, str], uri: str, database: TestDatabase, users: int
+) -> dict[str, Any]:
+    """A tenth as many local users as Clerk has, whom Clerk does not have: all deleted."""
+    gone = max(1, users // 10)
+    store = UserStore(db)
+    extra = make_users(gone, seed="bench-gone")
+    for start in range(0, gone, 5000):
+        store.insert_new([map_clerk_user(u) for u in extra[start : start + 5000]], {})
+    log(f"reconcile: service again, {users} in Clerk and {gone} more locally to delete")
+    argv = [sys.executable, "-m", "webhook_service", "reconcile", "--max-rps", "0"]
+    figures = _run(argv, dict(base_env, MONGODB_URI=uri), database)
+    left = db["users"].count_documents({"clerkId": {"$in": [u["id"] for u in extra[:1000]]}})
+    if left or db["users"].count_documents({}) != users:
+        raise RuntimeError(
+            f"reconcile deletion: {db['users'].count_documents({})} users left, expected {users}"
+        )
+    figures.update(to_delete=gone, deleted_per_s=round(gone / figures["wall_s"], 1))
+    log(f"reconcile deletion: {figures}")
+    return figures
+
+
+def _paced_listing(base_env: dict[str, str], uri: str, database: TestDatabase, users: int) -> dict[str, Any]:
+    """A dry run at the default pacing: its time against pages / rate."""
+    argv = [sys.executable, "-m", "webhook_service", "reconcile", "--dry-run"]
+    log(f"reconcile: dry run at the default {DEFAULT_MAX_RPS}/s")
+    figures = _run(argv, dict(base_env, MONGODB_URI=uri), database)
+    requests = -(-users // 500) + 1  # pages, the last one short or empty, and nothing to recheck
+    predicted = (requests - 1) / DEFAULT_MAX_RPS
+    figures.update(
+        max_rps=DEFAULT_MAX_RPS,
+        clerk_requests=requests,
+        predicted_s=round(predicted, 1),
+        ratio_to_predicted=round(figures["wall_s"] / predicted, 3) if predicted else None,
+    )
+    log(f"reconcile paced listing: {figures}")
+    return figures

@@ -6,6 +6,8 @@ import math
 import statistics
 from typing import Any
 
+from bench import burst, scale
+
 # (key, label, better): "higher" or "lower" is better, for the change against a previous run
 INGEST_METRICS = (
     ("events_per_s", "deliveries/s", "higher"),
@@ -120,6 +122,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rss = reconcile["service"]["peak_rss_mb"]
         add(f"reconcile peak RSS MB ({reconcile['users']} users)", "< 200", rss, rss < 200, "secantus")
+    for name, section_targets in (("scale", scale.targets), ("burst", burst.targets)):
+        if name in results:
+            for target in section_targets(results[name]):
+                add(*target)
     return found
 
 
@@ -195,6 +201,18 @@ def table(results: dict[str, Any]) -> str:
         ):
             s, b = reconcile["service"][key], reconcile["baseline"][key]
             lines.append(f"    {label:<24}{_fmt(s):>10}{_fmt(b):>10}   {_fmt(_ratio(s, b))}")
+        if "deletion" in reconcile:
+            d = reconcile["deletion"]
+            lines.append(
+                f"  then {d['to_delete']:,} more local users to delete, --max-rps 0: {d['wall_s']} s, "
+                f"peak RSS {d['peak_rss_mb']} MB, {d['output'][-1:]}"
+            )
+        if "paced_listing" in reconcile:
+            p = reconcile["paced_listing"]
+            lines.append(
+                f"  dry run at the default {p['max_rps']}/s: {p['wall_s']} s for {p['clerk_requests']} Clerk "
+                f"requests, pages / rate predicts {p['predicted_s']} s (x{p['ratio_to_predicted']})"
+            )
     sync = results.get("sync")
     if sync:
         lines += ["", f"POST /api/users/sync, {sync['requests']} requests one at a time (ms):"]
@@ -216,6 +234,10 @@ def table(results: dict[str, Any]) -> str:
         ]
         for name, figures in commands["figures"].items():
             lines.append(f"    {name:<36}{_fmt(figures['cpu_us']):>12}{_fmt(figures['wall_us']):>10}")
+    if "scale" in results:
+        lines += scale.table_lines(results["scale"])
+    if "burst" in results:
+        lines += burst.table_lines(results["burst"])
     lines += ["", "Targets:"]
     for t in results["targets"]:
         verdict = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import commands, ingest, procstat, profile, reconcile_bench, report, sync_bench
+from bench import burst, commands, ingest, procstat, profile, reconcile_bench, report, scale, sync_bench
 from bench.servers import TestDatabase, log
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -32,6 +32,9 @@ QUICK = {
     "reconcile_users": 10_000,
     "reconcile_baseline_users": 2000,
     "sync_requests": 100,
+    "scale_sizes": "1000,10000",
+    "scale_ops": 20,
+    "burst_events": 2000,
 }
 
 
@@ -78,7 +81,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--command-calls", type=int, default=300, help="calls per command and round in the commands part"
     )
     parser.add_argument(
-        "--only", default="ingest,reconcile,sync,commands", help="parts to run, comma-separated"
+        "--scale-sizes", default="1000,10000,100000", help="existing users in the scale part, comma-separated"
+    )
+    parser.add_argument("--scale-ops", type=int, default=100, help="operations of each kind per size (scale)")
+    parser.add_argument(
+        "--scale-mock-ops", type=int, default=10, help="operations of each kind per size on mongomock (scale)"
+    )
+    parser.add_argument(
+        "--burst-events", type=int, default=20_000, help="user.created deliveries in the burst part"
+    )
+    parser.add_argument("--burst-concurrency", type=int, default=64, help="requests in flight (burst)")
+    parser.add_argument(
+        "--only",
+        default="ingest,reconcile,sync,commands,scale,burst",
+        help="parts to run, comma-separated",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the results")
     parser.add_argument(
@@ -150,6 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             results["sync"] = sync_bench.run(database, requests=args.sync_requests)
         if "commands" in parts:
             results["commands"] = commands.run(database, calls=args.command_calls)
+        if "scale" in parts:
+            results["scale"] = scale.run(
+                database,
+                sizes=tuple(int(n) for n in str(args.scale_sizes).split(",")),
+                ops=args.scale_ops,
+                mock_ops=args.scale_mock_ops,
+                backends=tuple(backends),
+            )
+        if "burst" in parts:
+            results["burst"] = burst.run(
+                database, events=args.burst_events, concurrency=args.burst_concurrency, workers=args.workers
+            )
     finally:
         database.close()
     results["meta"]["duration_s"] = round(time.monotonic() - began, 1)

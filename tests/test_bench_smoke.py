@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 TINY = [
     "--events", "60", "--rounds", "1", "--update-events", "12", "--concurrency", "4",
     "--reconcile-users", "600", "--reconcile-baseline-users", "100", "--sync-requests", "6",
-    "--command-calls", "10",
+    "--command-calls", "10", "--scale-sizes", "600,1200", "--scale-ops", "4", "--scale-mock-ops", "2",
+    "--burst-events", "100", "--burst-concurrency", "16",
 ]  # fmt: skip
 
 
@@ -33,7 +34,7 @@ def run(tmp_path_factory):
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=360,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, json.loads(results.read_text())
@@ -83,6 +84,11 @@ def test_reconcile_and_sync_report_their_figures(run):
     reconcile = results["reconcile"]
     assert (reconcile["service"]["users"], reconcile["baseline"]["users"]) == (600, 100)
     assert reconcile["service"]["peak_rss_mb"] > 0
+    assert reconcile["deletion"]["to_delete"] == 60
+    assert "unchanged 600, deleted 60;" in reconcile["deletion"]["output"][-1]
+    assert (
+        reconcile["paced_listing"]["clerk_requests"] == 3 and reconcile["paced_listing"]["predicted_s"] == 1.0
+    )
     assert results["sync"]["end_to_end"]["requests"] == 6
     assert set(results["sync"]["parts"]) == {"jwt_verify", "clerk_get_user", "db_upsert_and_read"}
 
@@ -102,8 +108,8 @@ def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
     assert "Targets:" in stdout
     goals = {(t["measured_on"], t["target"]): t["goal"] for t in results["targets"]}
     # CPU and deliveries/s per stream on each database, commands per delivery on the
-    # server, reconcile x2
-    assert len(goals) == 2 * 3 * 2 + 1 + 2
+    # server, reconcile x2, scale one per operation, burst x4
+    assert len(goals) == 2 * 3 * 2 + 1 + 2 + 5 + 4
     cpu = "service CPU per delivery / baseline's, "
     for backend in ("secantus", "mongomock"):
         assert goals[(backend, cpu + "update path")].startswith("<= 1.1 ")
@@ -112,3 +118,27 @@ def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
     assert all(t["met"] in (True, False) for t in results["targets"])
     change = report.changes(results, results)
     assert "Change against the previous run" in change and "(+0%" in change
+
+
+def test_the_scale_part_measures_every_operation_at_every_size_on_both_databases(run):
+    stdout, results = run
+    scale = results["scale"]
+    for backend in ("secantus", "mongomock"):
+        by_size = scale[backend]["by_size"]
+        assert set(by_size) == {"600", "1200"}
+        for figures in by_size.values():
+            assert set(figures["ops"]) == {"insert", "update", "delete", "sync", "reconcile_page"}
+            assert all(op["wall_ms"] > 0 and op["calls"] >= 1 for op in figures["ops"].values())
+        assert set(scale[backend]["ratio_largest_to_smallest"]) == set(figures["ops"])
+    assert "Scale: one operation at a time, at 600, 1,200 existing users" in stdout
+
+
+def test_the_burst_part_sends_every_user_created_to_both_apps_and_checks_them(run):
+    stdout, results = run
+    burst = results["burst"]
+    for app in ("service", "baseline"):
+        assert burst[app]["statuses"] == {"200": 100}, burst[app]
+        assert burst[app]["wrong_state"] == 0, burst[app]["wrong_examples"]
+        assert burst[app]["p50_ms"] <= burst[app]["p99_ms"] <= burst[app]["max_ms"]
+    assert burst["ratio_deliveries_per_s"] > 0
+    assert "Burst: 100 user.created at once, 16 in flight" in stdout
