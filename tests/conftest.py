@@ -84,6 +84,17 @@ def db(app):
     return app.extensions["webhook_service"].db
 
 
+def clerk_settings(fake: FakeClerkAPI) -> dict[str, Any]:
+    """Config values that point an app's sync at ``fake``, with tokens from ``instance_keys()``."""
+    return dict(
+        clerk_api_url=fake.url,
+        clerk_secret_key=fake.secret_key,
+        clerk_jwt_key=instance_keys().public_pem,
+        authorized_parties=(DEFAULT_AZP,),
+        sync_min_interval_s=0,
+    )
+
+
 @pytest.fixture
 def fake_clerk() -> Iterator[FakeClerkAPI]:
     """A running FakeClerkAPI whose JWKS serves the public half of ``instance_keys()``."""
@@ -101,13 +112,7 @@ def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
 
     def build(**overrides: Any) -> Flask:
         values: dict[str, Any] = dict(
-            clerk_api_url=fake_clerk.url,
-            clerk_secret_key=fake_clerk.secret_key,
-            clerk_jwt_key=instance_keys().public_pem,
-            authorized_parties=(DEFAULT_AZP,),
-            clerk_timeout_ms=500,
-            clerk_retry_budget_ms=100,
-            sync_min_interval_s=0,
+            clerk_settings(fake_clerk), clerk_timeout_ms=500, clerk_retry_budget_ms=100
         )
         values.update(overrides)
         return make_app(**values)

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import clerk_settings
 from tests.fake_clerk import make_clerk_user
 from tests.helpers import T0, clerk_user, deliver, new_id, post_sync
 from tests.processes import GunicornService
 from tests.signing import TEST_SECRET
 from tests.test_gunicorn_e2e import exit_status_of_failed_start
-from tests.tokens_util import DEFAULT_AZP, instance_keys
 from webhook_service import Config, ConfigError
 from webhook_service.domain import map_clerk_user
 from webhook_service.fieldmap import (
@@ -312,11 +312,7 @@ prefs = "unsafe_metadata.prefs"
 def metadata_app(make_app, fake_clerk, tmp_path):
     return make_app(
         user_fields_file=str(write_map(tmp_path, METADATA_MAP)),
-        clerk_api_url=fake_clerk.url,
-        clerk_secret_key=fake_clerk.secret_key,
-        clerk_jwt_key=instance_keys().public_pem,
-        authorized_parties=(DEFAULT_AZP,),
-        sync_min_interval_s=0,
+        **clerk_settings(fake_clerk),
     )
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import clerk_settings
 from tests.fake_clerk import make_deleted_data, make_webhook_event
 from tests.helpers import T0, clerk_user, deliver, msg_id, new_id, newer, post_sync
 from tests.signing import signed_delivery
-from tests.tokens_util import DEFAULT_AZP, instance_keys
 from webhook_service.domain import parse_cascade_rules
 
 SAAS_MAP = Path(__file__).resolve().parent.parent / "docs/examples/saas-user-fields.toml"
@@ -34,11 +34,7 @@ def make_saas(make_app, fake_clerk):
     def make(map_file: Path = SAAS_MAP, **overrides: Any):
         return make_app(
             user_fields_file=str(map_file),
-            clerk_api_url=fake_clerk.url,
-            clerk_secret_key=fake_clerk.secret_key,
-            clerk_jwt_key=instance_keys().public_pem,
-            authorized_parties=(DEFAULT_AZP,),
-            sync_min_interval_s=0,
+            **clerk_settings(fake_clerk),
             db_timeout_ms=30_000,
             delete_cascade=parse_cascade_rules(overrides.pop("delete_cascade", "")),
             **overrides,
