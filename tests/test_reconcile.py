@@ -35,6 +35,7 @@ from tests.helpers import (
 from tests.signing import signed_delivery
 from webhook_service.dev.sample_events import now_ms
 from webhook_service.domain import map_clerk_user
+from webhook_service.store import users as users_module
 
 PAGE = 500
 START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
@@ -322,9 +323,13 @@ def test_local_users_clerk_does_not_have_are_deleted_exactly_like_user_deleted(a
     assert doc(db, gone1["id"]) is None
 
 
-def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(app, db, fake_clerk, mongo_uri):
+def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(
+    app, db, fake_clerk, mongo_uri, monkeypatch
+):
     """Each bound covers one command, never the walk over the unseen users: the deletions
-    made between its pages run under their own deadlines, however long the phase lasts."""
+    made between its batches run under their own deadlines, however long the phase lasts,
+    and each batch the walk reads later is bounded alone."""
+    monkeypatch.setattr(users_module, "UNSEEN_PAGE", 50)  # the walk reads three batches
     store = app.extensions["webhook_service"].store
     keep = fake_clerk.add_user(make_clerk_user(seed="keep-through-slow-deletes"))
     # More than one batch of Clerk lookups (100 ids), so deletions run while the walk is open.

@@ -282,25 +282,26 @@ class UserStore:
     ) -> Iterator[str]:
         """Local users Clerk did not list, skipping any written since the run began.
 
-        Read a page at a time in ``_id`` order, each page one bounded command, and yielded
-        outside the bound: what the caller does between pages (deleting those users) runs
-        under its own deadlines, however long the whole walk takes.
+        One cursor in ``_id`` order, read a batch at a time: each batch is one bounded
+        command, and its ids are yielded outside the bound, so what the caller does between
+        batches (deleting those users) runs under its own deadlines, however long the walk
+        takes. One cursor, not a query per page: a page's ``_id > last`` range is an index
+        scan on MongoDB but a scan of the collection on SecantusDB, which made the walk
+        quadratic in the number of users.
         """
         query: dict[str, Any] = {"clerkUpdatedAt": {"$not": {"$gte": older_than_ms}}}
         if run_id is not None:
             query["reconcileRun"] = {"$ne": run_id}
-        after: Any = None
-        while True:
-            page_query = query if after is None else {**query, "_id": {"$gt": after}}
-            with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-                page = list(self.users.find(page_query, {self.key: 1}).sort("_id", 1).limit(UNSEEN_PAGE))
-            for doc in page:
-                clerk_id = doc.get(self.key)
-                if isinstance(clerk_id, str) and (seen is None or clerk_id not in seen):
-                    yield clerk_id
-            if len(page) < UNSEEN_PAGE:
-                return
-            after = page[-1]["_id"]
+        with self.users.find(query, {self.key: 1}, sort=[("_id", 1)], batch_size=UNSEEN_PAGE) as cursor:
+            while True:
+                with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+                    page = cursor.to_list(UNSEEN_PAGE)
+                if not page:
+                    return
+                for doc in page:
+                    clerk_id = doc.get(self.key)
+                    if isinstance(clerk_id, str) and (seen is None or clerk_id not in seen):
+                        yield clerk_id
 
     def claim_sync(self, clerk_id: str, now: datetime, interval_s: float) -> SyncClaim | None:
         """Start the user's sync interval, atomically across every worker and instance.
