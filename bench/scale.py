@@ -160,7 +160,10 @@ def _measure_size(
     clerk = ClerkAPI(fake.secret_key, fake.url + "/v1")
     clock = _Clock(server_pid)
     fresh = make_users(ops, seed=f"scale{size}new", start_ms=users[-1]["created_at"] + 1000)
-    picked = rng.sample(range(size), min(size, 3 * ops + PAGE * max(1, ops // 20)))
+    page_count = min(max(1, ops // 20), (size - 3 * ops) // PAGE)
+    if page_count < 1:
+        raise ValueError(f"scale: {size} users cannot hold {ops} operations of each kind and a page of {PAGE}")
+    picked = rng.sample(range(size), 3 * ops + PAGE * page_count)
     to_update = [users[i] for i in picked[:ops]]
     to_delete = [users[i] for i in picked[ops : 2 * ops]]
     to_sync = [users[i] for i in picked[2 * ops : 3 * ops]]
