@@ -13,8 +13,9 @@ client settings, ``--scale-ops`` of each operation:
 * ``delete``: ``delete`` of a stored user, with the cascade (follow lists, posts, likes,
   comments, notifications);
 * ``sync``: ``sync_user``, which asks the fake Clerk (in this process) and writes;
-* ``reconcile_page``: one page of 500 stored users at newer versions, through reconcile's
-  own page function.
+* ``reconcile_page``: a page of 500 stored users at newer versions, through reconcile's
+  own page function (``--scale-ops`` / 20 pages at every size; where the collection is
+  small, the same users come round again at a newer version).
 
 Per operation: the median wall time, the CPU this process spent (the service's side) and
 the CPU the database server spent, and the ratio of each at the largest size to the
@@ -70,6 +71,18 @@ class _Clock:
 
     def _server_cpu(self) -> float:
         return procstat.cpu_seconds(self.server_pid) if self.server_pid else 0.0
+
+    def settle(self, idle_share: float = 0.05, limit_s: float = 180.0) -> float:
+        """Wait until the server is idle (under ``idle_share`` of a core for a second):
+        seeding leaves it checkpointing and evicting for a while, and that CPU would count
+        against the first operations measured. Returns the seconds waited."""
+        began = time.monotonic()
+        while self.server_pid and time.monotonic() - began < limit_s:
+            before = self._server_cpu()
+            time.sleep(1.0)
+            if self._server_cpu() - before < idle_share:
+                break
+        return time.monotonic() - began
 
     def batch(self, op: str, calls: list[Callable[[], object]]) -> None:
         server, cpu = self._server_cpu(), time.process_time()
@@ -162,7 +175,7 @@ def _measure_size(
     fresh = make_users(ops, seed=f"scale{size}new", start_ms=users[-1]["created_at"] + 1000)
     page_count = min(max(1, ops // 20), (size - 3 * ops) // PAGE)
     if page_count < 1:
-        raise ValueError(f"scale: {size} users cannot hold {ops} operations of each kind and a page of {PAGE}")
+        raise ValueError(f"scale: {size} users cannot hold {ops} operations of each kind and a page")
     picked = rng.sample(range(size), 3 * ops + PAGE * page_count)
     to_update = [users[i] for i in picked[:ops]]
     to_delete = [users[i] for i in picked[ops : 2 * ops]]
@@ -172,18 +185,21 @@ def _measure_size(
     warm = make_users(1, seed=f"scale{size}warm", start_ms=users[-1]["created_at"] + 500)[0]
     fake.add_user(warm)
     sync_user(store, clerk, warm["id"])  # connections, the SDK's first call, index checks
+    log(f"scale: the server settled after {clock.settle():.0f} s")
     clock.batch("insert", [partial(store.upsert_if_newer, map_clerk_user(u)) for u in fresh])
     clock.batch(
         "update", [partial(store.upsert_if_newer, map_clerk_user(_newer(u, 1000))) for u in to_update]
     )
     clock.batch("delete", [partial(store.delete, u["id"]) for u in to_delete])
     clock.batch("sync", [partial(sync_user, store, clerk, u["id"]) for u in to_sync])
-    pages = [page_users[i : i + PAGE] for i in range(0, len(page_users), PAGE)]
+    # As many page calls at every size: a small collection's pages come round again, newer.
+    groups = [page_users[i : i + PAGE] for i in range(0, len(page_users), PAGE)]
+    pages = [[_newer(u, 3000 + 1000 * k) for u in groups[k % len(groups)]] for k in range(max(1, ops // 20))]
     reports = [ReconcileReport() for _ in pages]
     clock.batch(
         "reconcile_page",
         [
-            partial(_apply_page, store, [_newer(u, 3000) for u in page], report, "scale-run", None, False)
+            partial(_apply_page, store, page, report, "scale-run", None, False)
             for page, report in zip(pages, reports, strict=True)
         ],
     )
@@ -258,14 +274,14 @@ def table_lines(section: dict[str, Any]) -> list[str]:
         )
         for op in OPERATIONS:
             cells = [
-                "{:.3g} / {:.3g} / {:.3g}".format(f["wall_ms"], f["cpu_us"] / 1000, f["db_cpu_us"] / 1000)
+                "{:.4g} / {:.4g} / {:.4g}".format(f["wall_ms"], f["cpu_us"] / 1000, f["db_cpu_us"] / 1000)
                 for n in sizes
                 if (f := by_size[n]["ops"].get(op))
             ]
             ratio = ratios.get(op, {})
             lines.append(
                 f"    {op:<16}"
-                + "".join(f"{c:>24}" for c in cells)
+                + "".join(f"  {c:>24}" for c in cells)
                 + f"   x{ratio.get('wall_ms')} / x{ratio.get('cpu_us')} / x{ratio.get('db_cpu_us')}"
             )
     return lines
