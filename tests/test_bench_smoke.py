@@ -18,8 +18,12 @@ from tests.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
+# The kernel counts CPU in 10 ms ticks: a round of a dozen deliveries can read 0 for the
+# baseline, and a ratio over 0 has no verdict. 48 deliveries a round always have one.
+UPDATES = REALISTIC = 48
 TINY = [
-    "--events", "60", "--rounds", "1", "--update-events", "12", "--concurrency", "4",
+    "--events", "60", "--rounds", "1", "--concurrency", "4",
+    "--update-events", str(UPDATES), "--realistic-events", str(REALISTIC),
     "--reconcile-users", "600", "--reconcile-baseline-users", "100", "--sync-requests", "6",
     "--command-calls", "10", "--scale-sizes", "600,1200", "--scale-ops", "4", "--scale-mock-ops", "2",
     "--burst-events", "100", "--burst-concurrency", "16",
@@ -52,9 +56,9 @@ def test_both_apps_take_every_delivery_on_both_databases(run):
             # Measured from /proc in 10 ms clock ticks: a tiny round can round down to 0.
             assert isinstance(r["cpu_us_per_event"], float) and r["cpu_us_per_event"] >= 0
         assert sum(rounds[("service", "mixed")]["outcomes"].values()) == 60
-        assert rounds[("service", "updates")]["outcomes"] == {"applied": 12}
-        assert sum(rounds[("service", "realistic")]["outcomes"].values()) == 20  # N/3
-        assert section["realistic_events"] == 20 and section["realistic_stream"]["created"] > 0
+        assert rounds[("service", "updates")]["outcomes"] == {"applied": UPDATES}
+        assert sum(rounds[("service", "realistic")]["outcomes"].values()) == REALISTIC
+        assert section["realistic_events"] == REALISTIC and section["realistic_stream"]["created"] > 0
 
 
 def test_the_realistic_stream_is_reported_beside_the_others(run):
@@ -68,7 +72,7 @@ def test_the_realistic_stream_is_reported_beside_the_others(run):
             assert set(realistic[key]) == set(section["summary"]["mixed"][key]), (backend, key)
             assert realistic[key]["service"] is not None and realistic[key]["baseline"] is not None, key
         assert realistic["wrong_state"]["service"] in (0, None), backend
-    assert stdout.count("realistic stream (20 deliveries per round") == 2
+    assert stdout.count(f"realistic stream ({REALISTIC} deliveries per round") == 2
 
 
 def test_the_service_leaves_every_user_as_clerk_has_it(run):
@@ -115,7 +119,7 @@ def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
         assert goals[(backend, cpu + "update path")].startswith("<= 1.1 ")
         assert goals[(backend, cpu + "mixed stream")].startswith("<= 1.3 ")
         assert goals[(backend, "service deliveries/s / baseline's, realistic stream")].startswith(">= 0.9 ")
-    assert all(t["met"] in (True, False) for t in results["targets"])
+    assert [t for t in results["targets"] if t["met"] not in (True, False)] == []
     change = report.changes(results, results)
     assert "Change against the previous run" in change and "(+0%" in change
 
