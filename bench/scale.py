@@ -73,9 +73,10 @@ class _Clock:
         return procstat.cpu_seconds(self.server_pid) if self.server_pid else 0.0
 
     def settle(self, idle_share: float = 0.05, limit_s: float = 180.0) -> float:
-        """Wait until the server is idle (under ``idle_share`` of a core for a second):
-        seeding leaves it checkpointing and evicting for a while, and that CPU would count
-        against the first operations measured. Returns the seconds waited."""
+        """Wait until the server is idle (under ``idle_share`` of a core for a second), so
+        that any background work left by seeding is not counted against the operations
+        measured next (in the runs so far it was idle within the first second). Returns
+        the seconds waited."""
         began = time.monotonic()
         while self.server_pid and time.monotonic() - began < limit_s:
             before = self._server_cpu()
