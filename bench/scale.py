@@ -174,7 +174,8 @@ def _measure_size(
     clerk = ClerkAPI(fake.secret_key, fake.url + "/v1")
     clock = _Clock(server_pid)
     fresh = make_users(ops, seed=f"scale{size}new", start_ms=users[-1]["created_at"] + 1000)
-    page_count = min(max(1, ops // 20), (size - 3 * ops) // PAGE)
+    page_calls = max(1, ops // 20)
+    page_count = min(page_calls, (size - 3 * ops) // PAGE)
     if page_count < 1:
         raise ValueError(f"scale: {size} users cannot hold {ops} operations of each kind and a page")
     picked = rng.sample(range(size), 3 * ops + PAGE * page_count)
@@ -195,7 +196,7 @@ def _measure_size(
     clock.batch("sync", [partial(sync_user, store, clerk, u["id"]) for u in to_sync])
     # As many page calls at every size: a small collection's pages come round again, newer.
     groups = [page_users[i : i + PAGE] for i in range(0, len(page_users), PAGE)]
-    pages = [[_newer(u, 3000 + 1000 * k) for u in groups[k % len(groups)]] for k in range(max(1, ops // 20))]
+    pages = [[_newer(u, 3000 + 1000 * k) for u in groups[k % len(groups)]] for k in range(page_calls)]
     reports = [ReconcileReport() for _ in pages]
     clock.batch(
         "reconcile_page",
