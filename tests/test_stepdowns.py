@@ -137,8 +137,15 @@ def test_a_storm_through_lost_replies_and_hung_commands_converges(mongo_server, 
         # pymongo retries a single-document write or an insert batch once; a second closed
         # connection in a row (or a multi-document write) reaches the service: 503, and Svix's
         # retry applies it. tests/test_lost_replies.py shows the single retry alone.
-        reconnects = [line for line in logs.splitlines() if "AutoReconnect" in line]
+        met = [line for line in logs.splitlines() if "AutoReconnect" in line]
+        reconnects = [line for line in met if "webhook_service.delivery" in line]
         assert all(" status=503 " in line for line in reconnects), reconnects[:5]
+        # The event log's writer meets the fault too (a redelivery's record is an upsert, an
+        # update): it keeps the batch and tries again, and the one record per delivery above
+        # shows the retry landed.
+        writer = [line for line in met if "webhook_service.store.events" in line]
+        assert all("event log write failed (AutoReconnect); retrying" in line for line in writer), writer[:5]
+        assert len(reconnects) + len(writer) == len(met), met[:5]
     if fault == "block-update":
         assert refused, "a hung primary was never answered 503"
         slow = [a for a in storm.attempts if a.status == 503 and a.ended - a.started > 15.0]
