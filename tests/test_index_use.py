@@ -14,6 +14,7 @@ per run, walked in ``_id`` order.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,3 +220,40 @@ def test_the_once_per_run_walk_reads_the_collection_once(watched, fake_clerk, mo
     ]
     assert len(walks) == 1, walks
     assert app.extensions["webhook_service"].db.users.count_documents({}) == 23
+
+
+def test_a_reconcile_deletes_a_batch_of_users_in_the_commands_it_takes_for_one(watched, fake_clerk) -> None:
+    """The users Clerk confirms gone are deleted together: the commands a reconcile sends
+    are the same for one deletion as for thirty (up to a batch of 100), where one at a time
+    with xClone's cascade costs about ten per user. Each user is erased all the same."""
+    app, recorder, _ = watched
+    users = seed(app, fake_clerk, count=40)
+    app.extensions["webhook_service"].events.flush()  # the seed's event records, not counted
+    db = app.extensions["webhook_service"].db
+    oid = {d["clerkId"]: d["_id"] for d in db.users.find({}, {"clerkId": 1})}
+
+    def commands_deleting(gone: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+        for user in gone:
+            fake_clerk.remove_user(user["id"])
+
+        def a_reconcile() -> None:
+            result = app.test_cli_runner().invoke(args=["reconcile", "--max-rps", "0"])
+            assert result.exit_code == 0, result.output
+            assert f"deleted {len(gone)};" in result.output
+
+        return Counter((name, command[name]) for name, command in run_path(app, recorder, a_reconcile))
+
+    one, thirty = commands_deleting(users[:1]), commands_deleting(users[1:31])
+
+    assert thirty == one, "the deletion phase's commands grew with the users it deleted"
+    assert one[("delete", "posts")] == 1, one
+    kept = {oid[u["id"]] for u in users[31:]}
+    assert {d["_id"] for d in db.users.find()} == kept
+    for user in db.users.find():
+        assert set(user["followers"]) <= kept and set(user["following"]) <= kept, user
+    for collection in ("posts", "comments"):
+        assert {d["user"] for d in db[collection].find()} == kept
+        assert all(set(d["likes"]) <= kept for d in db[collection].find())
+    assert db.notifications.count_documents({}) == 0  # each was to the first user, now gone
+    tombstones = {t["_id"]: t["objectIds"] for t in db.deleted_users.find()}
+    assert tombstones == {u["id"]: [oid[u["id"]]] for u in users[:31]}

@@ -33,6 +33,7 @@ from tests.helpers import (
     one_line_error,
 )
 from tests.signing import signed_delivery
+from webhook_service import reconcile as reconcile_module
 from webhook_service.dev.sample_events import now_ms
 from webhook_service.domain import map_clerk_user
 from webhook_service.store import users as users_module
@@ -330,14 +331,15 @@ def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(
     made between its batches run under their own deadlines, however long the phase lasts,
     and each batch the walk reads later is bounded alone."""
     monkeypatch.setattr(users_module, "UNSEEN_PAGE", 50)  # the walk reads three batches
+    # Deletions run in batches of 5, while the walk is open: 25 of them.
+    monkeypatch.setattr(reconcile_module, "DELETION_BATCH", 5)
     store = app.extensions["webhook_service"].store
     keep = fake_clerk.add_user(make_clerk_user(seed="keep-through-slow-deletes"))
-    # More than one batch of Clerk lookups (100 ids), so deletions run while the walk is open.
     gone = make_users(122, seed="gone-slowly")
     store.insert_new([map_clerk_user(u) for u in (keep, *gone)], {})
     store.bulk_timeout_s = bulk_timeout_s = 0.5
-    # Every delete command of the service waits 20 ms first: 122 deletions take over 2.4 s.
-    with fail_point(mongo_uri, "alwaysOn", failCommands=["delete"], blockConnection=True, blockTimeMS=20):
+    # Every delete command of the service waits 150 ms first: 25 batches take over 3.7 s.
+    with fail_point(mongo_uri, "alwaysOn", failCommands=["delete"], blockConnection=True, blockTimeMS=150):
         started = time.monotonic()
         result = run(app)
         phase_s = time.monotonic() - started
@@ -348,6 +350,34 @@ def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(
     assert phase_s > 4 * bulk_timeout_s, "the deletion phase did not outlast the bulk timeout"
     assert [d["clerkId"] for d in db.users.find()] == [keep["id"]]
     assert db.deleted_users.count_documents({}) == 122
+
+
+def test_a_deletion_batch_stopped_before_its_documents_is_finished_by_the_next_run(
+    app, client, db, fake_clerk, mongo_uri
+):
+    """A batch's tombstones land first and its documents go last, as in ``user.deleted``:
+    a run stopped in between leaves the documents for the next run, which deletes them."""
+    keep = fake_clerk.add_user(make_clerk_user(seed="keep-past-the-failure"))
+    gone = make_users(3, seed="gone-interrupted")
+    for user in (keep, *gone):
+        assert deliver(client, "user.created", user) == "applied"
+
+    with fail_point(mongo_uri, {"times": 1}, failCommands=["delete"], errorCode=2):
+        stopped = run(app)
+
+    assert stopped.exit_code == 1
+    error = stopped.output.strip().splitlines()[-1]
+    assert error.startswith("Error: reconcile stopped: database error: OperationFailure. So far:"), error
+    assert error.endswith("Rerunning is safe."), error
+    assert {t["_id"] for t in db.deleted_users.find()} == {u["id"] for u in gone}
+    assert db.users.count_documents({}) == 4
+
+    assert_summary(
+        run(app), "reconciled: 1 Clerk users in 1 pages: created 0, updated 0, unchanged 1, deleted 3"
+    )
+    assert [d["clerkId"] for d in db.users.find()] == [keep["id"]]
+    assert deliver(client, "user.updated", newer(gone[0], 60_000)) == "stale"
+    assert db.users.count_documents({}) == 1
 
 
 def test_user_missing_from_the_listing_but_still_in_clerk_is_not_deleted(app, client, db, fake_clerk):

@@ -2,9 +2,10 @@
 
 Pages through Clerk's user list (500 at a time), writes each page's creates and
 updates in one bulk write under the webhook ordering rule, then removes local users
-Clerk no longer has, exactly as ``user.deleted`` would. Memory stays bounded: one page
-is held at a time, and users seen are stamped in the database rather than kept in a
-set (except in a dry run, which writes nothing and so keeps the ids in memory).
+Clerk no longer has, exactly as ``user.deleted`` would, a batch at a time. Memory stays
+bounded: one page is held at a time, and users seen are stamped in the database rather
+than kept in a set (except in a dry run, which writes nothing and so keeps the ids in
+memory).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clerk_api import ClerkAPI
+from .clerk_api import EXISTING_IDS_CHUNK, ClerkAPI
 from .domain import Outcome, Plan, map_clerk_user, plan_user, unmappable_reason
 from .store import UserStore
+
+# Users confirmed gone with one Clerk lookup, then deleted together in a few commands.
+DELETION_BATCH = EXISTING_IDS_CHUNK
 
 
 class ReconcileRefused(Exception):
@@ -163,14 +167,12 @@ def _delete_missing(
 
     def flush() -> None:
         still_there = clerk.existing_ids(batch)
-        for clerk_id in batch:
-            if clerk_id in still_there:
-                continue
-            report.deleted += 1
-            if report.dry_run:
-                report.would_delete.append(clerk_id)
-            else:
-                store.delete(clerk_id)
+        gone = [clerk_id for clerk_id in batch if clerk_id not in still_there]
+        report.deleted += len(gone)
+        if report.dry_run:
+            report.would_delete.extend(gone)
+        else:
+            store.delete_many(gone)
         batch.clear()
 
     for clerk_id in store.iter_unseen(None if seen is not None else run_id, started_ms, seen):
@@ -180,7 +182,7 @@ def _delete_missing(
                 "(check CLERK_SECRET_KEY points at the right instance, or pass --force)"
             )
         batch.append(clerk_id)
-        if len(batch) >= 100:
+        if len(batch) >= DELETION_BATCH:
             flush()
     if batch:
         flush()
