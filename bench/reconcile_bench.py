@@ -24,12 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pymongo.database import Database
+
 from bench.servers import TestDatabase, log
 from tests.fake_clerk import FakeClerkAPI, make_users
 from tests.processes import REPO_ROOT
 from tests.signing import TEST_SECRET
 from webhook_service.cli import DEFAULT_MAX_RPS
 from webhook_service.domain import map_clerk_user
+from webhook_service.reconcile import DELETION_BATCH
 from webhook_service.store import UserStore
 
 
@@ -95,6 +98,7 @@ def run(database: TestDatabase, *, users: int, baseline_users: int) -> dict[str,
             log(f"reconcile {name}: {figures}")
             if name == "service":
                 results["deletion"] = _deletion_run(db, base_env, uri, database, users)
+                results["deletion_batching"] = _batched_against_one_at_a_time(db, min(2000, users // 10))
                 results["paced_listing"] = _paced_listing(base_env, uri, database, users)
     return results
 
@@ -118,6 +122,37 @@ def _deletion_run(
         )
     figures.update(to_delete=gone, deleted_per_s=round(gone / figures["wall_s"], 1))
     log(f"reconcile deletion: {figures}")
+    return figures
+
+
+def _batched_against_one_at_a_time(db: Database[Any], count: int) -> dict[str, Any]:
+    """The deletion phase's database work alone, in-process, on the database reconcile
+    just filled: ``count`` users deleted in reconcile's batches, against as many more
+    deleted one at a time, as ``user.deleted`` deletes them (the phase before batching)."""
+    store = UserStore(db)
+    seconds: dict[str, float] = {}
+    for way in ("one_at_a_time", "batched"):
+        gone = make_users(count, seed=f"bench-gone-{way}")
+        ids = [u["id"] for u in gone]
+        store.insert_new([map_clerk_user(u) for u in gone], {})
+        log(f"reconcile: deleting {count} users {way.replace('_', ' ')}")
+        began = time.perf_counter()
+        if way == "batched":
+            for start in range(0, count, DELETION_BATCH):
+                store.delete_many(ids[start : start + DELETION_BATCH])
+        else:
+            for clerk_id in ids:
+                store.delete(clerk_id)
+        seconds[way] = time.perf_counter() - began
+        if db["users"].count_documents({"clerkId": {"$in": ids}}):
+            raise RuntimeError(f"reconcile deletion {way}: users left")
+    figures = {
+        "users": count,
+        "batch": DELETION_BATCH,
+        **{f"{way}_per_s": round(count / s, 1) for way, s in seconds.items()},
+        "speedup": round(seconds["one_at_a_time"] / seconds["batched"], 2),
+    }
+    log(f"reconcile deletion batching: {figures}")
     return figures
 
 

@@ -207,6 +207,12 @@ def table(results: dict[str, Any]) -> str:
                 f"  then {d['to_delete']:,} more local users to delete, --max-rps 0: {d['wall_s']} s, "
                 f"peak RSS {d['peak_rss_mb']} MB, {d['output'][-1:]}"
             )
+        if "deletion_batching" in reconcile:
+            b = reconcile["deletion_batching"]
+            lines.append(
+                f"  deleting {b['users']:,} users in batches of {b['batch']}: {b['batched_per_s']}/s, "
+                f"one at a time: {b['one_at_a_time_per_s']}/s (batched x{b['speedup']})"
+            )
         if "paced_listing" in reconcile:
             p = reconcile["paced_listing"]
             lines.append(

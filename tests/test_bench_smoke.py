@@ -90,6 +90,9 @@ def test_reconcile_and_sync_report_their_figures(run):
     assert reconcile["service"]["peak_rss_mb"] > 0
     assert reconcile["deletion"]["to_delete"] == 60
     assert "unchanged 600, deleted 60;" in reconcile["deletion"]["output"][-1]
+    batching = reconcile["deletion_batching"]
+    assert (batching["users"], batching["batch"]) == (60, 100)
+    assert batching["batched_per_s"] > 0 and batching["one_at_a_time_per_s"] > 0
     assert (
         reconcile["paced_listing"]["clerk_requests"] == 3 and reconcile["paced_listing"]["predicted_s"] == 1.0
     )
