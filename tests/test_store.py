@@ -444,7 +444,7 @@ def test_concurrent_shuffled_duplicated_updates_converge_to_newest(store):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
+def test_concurrent_creates_deletes_and_batch_deletions_never_leave_a_deleted_user(store, seed):
     rng = random.Random(seed)
     deleted = [new_id() for _ in range(8)]
     kept = [new_id() for _ in range(4)]
@@ -455,6 +455,8 @@ def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
             jobs.extend([("upsert", msg_id(), data)] * 2)
     for uid in deleted:
         jobs.extend([("delete", msg_id(), uid)] * 2)
+    # Reconcile's batches, racing the deliveries for the same users.
+    jobs.extend([("batch", None, deleted[::2]), ("batch", None, deleted[1::2]), ("batch", None, deleted)])
     rng.shuffle(jobs)
     per_thread = [jobs[i::16] for i in range(16)]
 
@@ -462,6 +464,8 @@ def test_concurrent_creates_and_deletes_never_leave_a_deleted_user(store, seed):
         kind, msg, payload = job
         if kind == "upsert":
             upsert(store, payload, msg)
+        elif kind == "batch":
+            store.delete_many(payload)
         else:
             store.delete(payload, msg)
 

@@ -215,20 +215,15 @@ class UserStore:
 
     def _write_tombstones(self, clerk_ids: list[str], stored: dict[str, list[Any]]) -> None:
         """A batch's tombstones in one bulk write, with the ``_id``s of ``stored``
-        documents. Two upserts of one id racing (a ``user.deleted`` beside reconcile) can
-        refuse one on the ``_id`` index; run again, it finds the other's tombstone."""
+        documents. A ``user.deleted`` racing it for one id cannot refuse it: the server
+        retries an upsert whose duplicate key is its own ``_id`` filter (MongoDB 4.2,
+        SERVER-37124), as it does for the single path's."""
         ops = [
             UpdateOne({"_id": clerk_id}, self._tombstone(stored.get(clerk_id, []), None), upsert=True)
             for clerk_id in clerk_ids
         ]
-        for _ in range(2):
-            try:
-                with pymongo.timeout(self.bulk_timeout_s):
-                    self.tombstones.bulk_write(ops, ordered=False)
-                return
-            except BulkWriteError as exc:
-                ops = [ops[i] for i in key_clashes(exc, "tombstone batch")]
-        raise StoreUnavailable("tombstone batch still refused on the _id index after a retry")
+        with pymongo.timeout(self.bulk_timeout_s):
+            self.tombstones.bulk_write(ops, ordered=False)
 
     def upsert_many_if_newer(self, users: list[LocalUser]) -> list[Outcome]:
         """``upsert_if_newer`` for a page of users in one bulk write, outcome per user.
