@@ -168,11 +168,11 @@ def _delete_missing(
     def flush() -> None:
         still_there = clerk.existing_ids(batch)
         gone = [clerk_id for clerk_id in batch if clerk_id not in still_there]
-        report.deleted += len(gone)
         if report.dry_run:
             report.would_delete.extend(gone)
         else:
             store.delete_many(gone)
+        report.deleted += len(gone)  # counted once done, so a stopped run's "so far" is true
         batch.clear()
 
     for clerk_id in store.iter_unseen(None if seen is not None else run_id, started_ms, seen):
