@@ -19,7 +19,7 @@ from typing import Any
 from bench import loadgen, workload
 from bench.ingest import SETTLE_S, SIGN_AHEAD, _wrong_state, percentile
 from bench.servers import TestDatabase, log, running_app
-from tests.signing import TEST_SECRET
+from tests.support.signing import TEST_SECRET
 from webhook_service.store import ensure_indexes
 
 NEAR_SVIX_TIMEOUT_S = 10.0

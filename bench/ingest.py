@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import loadgen, procstat, profile, workload
 from bench.servers import RunningApp, TestDatabase, log, running_app
-from tests.signing import TEST_SECRET
+from tests.support.signing import TEST_SECRET
 
 SETTLE_S = 1.5  # the event log writes within 1 s of a delivery; both apps wait the same
 SIGN_AHEAD = timedelta(minutes=4)  # Svix accepts +-5 min: a round may last up to 9 min

@@ -18,7 +18,7 @@ is active:
   first; ``$lookup`` already runs a ``find`` per document;
 * TTL expiry is off (nothing in a benchmark run is old enough to expire).
 
-Everything else is mongomock as the tests use it (``tests.mongomock_compat``).
+Everything else is mongomock as the tests use it (``tests.support.mongomock_compat``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 from mongomock.store import CollectionStore
 
-from tests.mongomock_compat import patched_mongomock
+from tests.support.mongomock_compat import patched_mongomock
 
 INDEXED = ("clerkId", "usernameLower", "followers", "following", "userId")
 _KEYS = (str, ObjectId)

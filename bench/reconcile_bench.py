@@ -27,9 +27,9 @@ from typing import Any
 from pymongo.database import Database
 
 from bench.servers import TestDatabase, log
-from tests.fake_clerk import FakeClerkAPI, make_users
-from tests.processes import REPO_ROOT
-from tests.signing import TEST_SECRET
+from tests.support.fake_clerk import FakeClerkAPI, make_users
+from tests.support.processes import REPO_ROOT
+from tests.support.signing import TEST_SECRET
 from webhook_service.cli import DEFAULT_MAX_RPS
 from webhook_service.domain import map_clerk_user
 from webhook_service.reconcile import DELETION_BATCH

@@ -41,7 +41,7 @@ from pymongo.database import Database
 from bench import procstat
 from bench.mockdb import indexed_mongomock
 from bench.servers import TestDatabase, log
-from tests.fake_clerk import FakeClerkAPI, make_users
+from tests.support.fake_clerk import FakeClerkAPI, make_users
 from webhook_service.clerk_api import ClerkAPI
 from webhook_service.domain import map_clerk_user, parse_cascade_rules
 from webhook_service.reconcile import ReconcileReport, _apply_page

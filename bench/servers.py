@@ -1,8 +1,8 @@
 """The processes a benchmark runs: the test database server and the apps under gunicorn.
 
-The database is the one the tests use (``tests.mongo_server.MongoServer``: SecantusDB
+The database is the one the tests use (``tests.support.mongo_server.MongoServer``: SecantusDB
 in a subprocess, or the server named by ``TEST_MONGODB_URI``). The apps are started by
-``tests.processes.GunicornService`` with the Procfile's command and gunicorn.conf.py;
+``tests.support.processes.GunicornService`` with the Procfile's command and gunicorn.conf.py;
 the baseline only swaps the WSGI app the command names.
 """
 
@@ -18,8 +18,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from bench import procstat
-from tests.mongo_server import MongoServer
-from tests.processes import GunicornService
+from tests.support.mongo_server import MongoServer
+from tests.support.processes import GunicornService
 
 MOCK_URI = "mongodb://127.0.0.1:9/bench_mongomock"  # passes the config check; never dialled
 APPS = {

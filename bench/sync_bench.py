@@ -19,8 +19,8 @@ from typing import Any
 from bench import loadgen
 from bench.ingest import percentile
 from bench.servers import TestDatabase, log, running_app
-from tests.fake_clerk import FakeClerkAPI, make_users
-from tests.tokens_util import KeyPair, bearer, mint_token
+from tests.support.fake_clerk import FakeClerkAPI, make_users
+from tests.support.tokens_util import KeyPair, bearer, mint_token
 from webhook_service.clerk_api import ClerkAPI
 from webhook_service.domain import map_clerk_user
 from webhook_service.store import UserStore, connect

@@ -7,12 +7,12 @@ import mongomock
 import pytest
 from flask import Flask
 
-from tests.fake_clerk import FakeClerkAPI
-from tests.helpers import fresh_database
-from tests.mongo_server import MongoServer
-from tests.mongomock_compat import patched_mongomock
-from tests.signing import TEST_SECRET
-from tests.tokens_util import DEFAULT_AZP, instance_keys
+from tests.support.fake_clerk import FakeClerkAPI
+from tests.support.helpers import fresh_database
+from tests.support.mongo_server import MongoServer
+from tests.support.mongomock_compat import patched_mongomock
+from tests.support.signing import TEST_SECRET
+from tests.support.tokens_util import DEFAULT_AZP, instance_keys
 from webhook_service import Config, create_app
 from webhook_service.store import UserStore
 
@@ -122,7 +122,7 @@ def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
 
 @pytest.fixture
 def mongomock_compat():
-    """mongomock with the two shims the store needs (see tests/mongomock_compat.py)."""
+    """mongomock with the two shims the store needs (see tests/support/mongomock_compat.py)."""
     with patched_mongomock():
         yield
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from bench import report
-from tests.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ import pytest
 from click.testing import Result
 from werkzeug.serving import make_server
 
-from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import WEBHOOK, newer, one_line_error
-from tests.mongo_server import free_port
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import WEBHOOK, newer, one_line_error
+from tests.support.mongo_server import free_port
+from tests.support.signing import signed_delivery
 from webhook_service.dev.sample_events import sample_users
 
 COMMANDS = ("init-db", "reconcile", "events", "replay", "send-test-event", "dev-token")

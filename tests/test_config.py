@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.signing import TEST_SECRET
+from tests.support.signing import TEST_SECRET
 from webhook_service.config import Config, ConfigError
 
 BASE = {"MONGODB_URI": "mongodb://localhost:27017/xclone", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}

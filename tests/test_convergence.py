@@ -1,7 +1,7 @@
 """Convergence: whatever order Svix delivers a history in, the users collection ends up
 equal to Clerk's final state.
 
-A generated history (tests/clerk_history.py, profile ``SMALL``) is a global Clerk
+A generated history (tests/support/clerk_history.py, profile ``SMALL``) is a global Clerk
 timeline for 3-6 users: each is created, then updated (names, image, emails
 added/removed/made primary, Clerk username set, changed or cleared) and sometimes
 deleted. Clerk's uniqueness rules are modelled: at every instant a username
@@ -50,7 +50,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.clerk_history import (
+from tests.support.clerk_history import (
     SMALL,
     Chooser,
     DataChooser,
@@ -62,9 +62,9 @@ from tests.clerk_history import (
     jittered,
     resend_some,
 )
-from tests.fake_clerk import DEFAULT_SECRET_KEY
-from tests.hygiene import signing_secret_forms, summary_line, watch
-from tests.signing import TEST_SECRET, signed_headers
+from tests.support.fake_clerk import DEFAULT_SECRET_KEY
+from tests.support.hygiene import signing_secret_forms, summary_line, watch
+from tests.support.signing import TEST_SECRET, signed_headers
 
 URL = "/api/webhooks/clerk"
 EXAMPLES = int(os.environ.get("RELIABILITY_EXAMPLES", "25"))

@@ -17,10 +17,10 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.errors import AutoReconnect
 
-from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import WEBHOOK, clerk_user, deliver, msg_id, new_id
-from tests.processes import GunicornService
-from tests.signing import TEST_SECRET, signed_headers
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import WEBHOOK, clerk_user, deliver, msg_id, new_id
+from tests.support.processes import GunicornService
+from tests.support.signing import TEST_SECRET, signed_headers
 from webhook_service import Config, ConfigError
 from webhook_service.domain import CascadeRule, Outcome, map_clerk_user, parse_cascade_rules
 from webhook_service.store import StoreUnavailable, UserStore

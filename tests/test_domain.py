@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from webhook_service.domain import (
     USERNAME_MAX,
     Event,

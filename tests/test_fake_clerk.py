@@ -1,4 +1,4 @@
-"""Prove that tests/fake_clerk.py behaves like Clerk's Backend API for the real SDK."""
+"""Prove that tests/support/fake_clerk.py behaves like Clerk's Backend API for the real SDK."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from clerk_backend_api.utils import BackoffStrategy, RetryConfig
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fake_clerk import (
+from tests.support.fake_clerk import (
     DEFAULT_INSTANCE_ID,
     FakeClerkAPI,
     make_clerk_user,

@@ -3,7 +3,7 @@ gets a 401, nothing is written, and Clerk is never asked.
 
 The app is production-shaped: FakeClerkAPI (a real local HTTP server) stands in for
 Clerk's Backend API, CLERK_JWT_KEY is the public half of a key pair minted in the tests
-(tests/tokens_util.py), and the authorized party is configured. The fake knows the user,
+(tests/support/tokens_util.py), and the authorized party is configured. The fake knows the user,
 so any token that got through would reach it and create a document; the suite asserts
 the fake saw zero requests, the users collection stayed empty and no network connection
 was even attempted, then a genuine token gets its 201 once.
@@ -46,10 +46,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user, rsa_jwk
-from tests.hygiene import signing_secret_forms, summary_line, watch
-from tests.signing import TEST_SECRET
-from tests.tokens_util import (
+from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, rsa_jwk
+from tests.support.hygiene import signing_secret_forms, summary_line, watch
+from tests.support.signing import TEST_SECRET
+from tests.support.tokens_util import (
     DEFAULT_AZP,
     DEFAULT_SUB,
     bearer,

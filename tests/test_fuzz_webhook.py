@@ -21,7 +21,7 @@ signatures in odd dress: webhook-* headers, reordered and duplicated entries, od
 types) must be 200, so the harness is shown to be able to get a request accepted.
 
 Afterwards the app must still be healthy: /healthz 200 and a valid delivery applies.
-Throughout, tests/hygiene.py checks that no secret or payload reaches a log line or a
+Throughout, tests/support/hygiene.py checks that no secret or payload reaches a log line or a
 response and no traceback reaches a client.
 
 Knobs: WEBHOOK_FUZZ_SEED (default 20261129), WEBHOOK_FUZZ_REQUESTS (default 10000, the
@@ -52,16 +52,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from werkzeug.wrappers import Response
 
-from tests.fake_clerk import (
+from tests.support.fake_clerk import (
     DEFAULT_SECRET_KEY,
     clerk_id,
     make_clerk_user,
     make_deleted_data,
     make_webhook_event,
 )
-from tests.helpers import WEBHOOK, msg_id
-from tests.hygiene import signing_secret_forms, summary_line, watch
-from tests.signing import TEST_SECRET, signed_delivery
+from tests.support.helpers import WEBHOOK, msg_id
+from tests.support.hygiene import signing_secret_forms, summary_line, watch
+from tests.support.signing import TEST_SECRET, signed_delivery
 
 URL = WEBHOOK
 MAX_BODY = 1024 * 1024

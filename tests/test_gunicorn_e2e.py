@@ -2,7 +2,7 @@
 
 gunicorn with gunicorn.conf.py (gthread workers, config checked in the master,
 multiprocess metrics), two workers, real HTTP on a free port, the test database.
-The launcher is tests/processes.GunicornService.
+The launcher is tests/support/processes.GunicornService.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.fake_clerk import make_clerk_user, make_webhook_event
-from tests.processes import GunicornService
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_clerk_user, make_webhook_event
+from tests.support.processes import GunicornService
+from tests.support.signing import signed_delivery
 
 pytestmark = pytest.mark.slow
 

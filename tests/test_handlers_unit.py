@@ -1,6 +1,6 @@
 """Fast unit tests of apply_user_event and DeliveryHandler.handle on mongomock.
 
-mongomock needs two shims from tests/mongomock_compat.py (see there): bulk_write with
+mongomock needs two shims from tests/support/mongomock_compat.py (see there): bulk_write with
 pymongo's ``sort=None`` (the event log) and DuplicateKeyError details naming the index
 (the store tells a stale upsert from a username clash by ``keyPattern``). Uniqueness
 itself is still mongomock's own check. The real-server versions of these rules, plus
@@ -22,9 +22,9 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import AutoReconnect
 
-from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import USER_DOC_FIELDS
-from tests.mongomock_compat import patched_bulk_write
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import USER_DOC_FIELDS
+from tests.support.mongomock_compat import patched_bulk_write
 from webhook_service.deliveries import DeliveryHandler, apply_user_event
 from webhook_service.domain import Outcome, disambiguated_username, map_clerk_user, parse_event
 from webhook_service.store import EventLog, EventRecord, UserStore

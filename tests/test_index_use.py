@@ -23,10 +23,10 @@ from flask import Flask
 from pymongo import MongoClient, WriteConcern, monitoring
 
 from tests.conftest import clerk_settings, make_config
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import SYNC, WEBHOOK, deliver, newer
-from tests.signing import signed_delivery
-from tests.tokens_util import bearer, mint_token
+from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import SYNC, WEBHOOK, deliver, newer
+from tests.support.signing import signed_delivery
+from tests.support.tokens_util import bearer, mint_token
 from webhook_service import create_app
 from webhook_service.domain import parse_cascade_rules
 from webhook_service.store import users as users_module

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, deliver, new_id
-from tests.signing import TEST_SECRET
+from tests.support.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, deliver, new_id
+from tests.support.signing import TEST_SECRET
 from webhook_service.config import Config, ConfigError
 from webhook_service.domain import map_clerk_user
 from webhook_service.store import UserStore, connect

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_until_ready
-from tests.mongo_server import free_port
-from tests.processes import REPO_ROOT
+from tests.support.helpers import wait_until_ready
+from tests.support.mongo_server import free_port
+from tests.support.processes import REPO_ROOT
 from webhook_service.dev.local_clerk import LocalClerk
 from webhook_service.dev.sample_events import sample_users
 

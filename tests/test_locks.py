@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from tests.locks import REPO_ROOT, all_problems, copy_project_files, installed_versions, locked_versions
+from tests.support.locks import (
+    REPO_ROOT,
+    all_problems,
+    copy_project_files,
+    installed_versions,
+    locked_versions,
+)
 
 
 @pytest.fixture

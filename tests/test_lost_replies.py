@@ -1,6 +1,6 @@
 """One lost reply at a time, on each caller: a webhook, the sync route and reconcile.
 
-``failCommand`` on the service's connections (tests/helpers.fail_point): a closed
+``failCommand`` on the service's connections (tests/support/helpers.fail_point): a closed
 connection before the command runs, which pymongo's retryable writes retry once by
 themselves, and a ``writeConcernError`` after it ran, which reaches the service: the write
 landed but is not majority-durable, so the caller is told to retry (503, or a reconcile
@@ -16,9 +16,9 @@ import pytest
 from pymongo import MongoClient, WriteConcern, monitoring
 
 from tests.conftest import make_config
-from tests.fake_clerk import make_clerk_user, make_users, make_webhook_event
-from tests.helpers import SERVICE_APP_NAME, WEBHOOK, fail_point, post_sync
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_clerk_user, make_users, make_webhook_event
+from tests.support.helpers import SERVICE_APP_NAME, WEBHOOK, fail_point, post_sync
+from tests.support.signing import signed_delivery
 from webhook_service import create_app
 from webhook_service.domain import map_clerk_user
 

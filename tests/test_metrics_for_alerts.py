@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fake_clerk import make_webhook_event
-from tests.helpers import WEBHOOK, clerk_user, deliver, metrics_text, new_id
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_webhook_event
+from tests.support.helpers import WEBHOOK, clerk_user, deliver, metrics_text, new_id
+from tests.support.signing import signed_delivery
 from webhook_service.domain import Outcome
 from webhook_service.metrics import Metrics
 

@@ -8,7 +8,7 @@
 - Hygiene: nothing the service writes contains the signing secret, Clerk's secret key, a
   session token, a delivery's body or an email address that only a payload carried.
 
-Each scenario starts a real gunicorn (tests/processes.GunicornService) once per module,
+Each scenario starts a real gunicorn (tests/support/processes.GunicornService) once per module,
 drives it over HTTP, scrapes it, stops it and keeps its output; the tests assert on that.
 """
 
@@ -29,13 +29,13 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import fresh_database
-from tests.hygiene import MIN_SECRET_LEN, signing_secret_forms
-from tests.mongo_server import free_port
-from tests.processes import GunicornService
-from tests.signing import TEST_SECRET, signed_delivery, signed_headers
-from tests.tokens_util import DEFAULT_AZP, bearer, instance_keys, mint_token, other_keys
+from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import fresh_database
+from tests.support.hygiene import MIN_SECRET_LEN, signing_secret_forms
+from tests.support.mongo_server import free_port
+from tests.support.processes import GunicornService
+from tests.support.signing import TEST_SECRET, signed_delivery, signed_headers
+from tests.support.tokens_util import DEFAULT_AZP, bearer, instance_keys, mint_token, other_keys
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from bson import json_util
 
-from tests.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
-from tests.helpers import WEBHOOK
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import WEBHOOK
+from tests.support.signing import signed_delivery
 from webhook_service.store import UserStore
 
 

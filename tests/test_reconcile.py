@@ -22,8 +22,14 @@ import pytest
 from bson import ObjectId
 from click.testing import Result
 
-from tests.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_users, make_webhook_event
-from tests.helpers import (
+from tests.support.fake_clerk import (
+    FakeClerkAPI,
+    make_clerk_user,
+    make_deleted_data,
+    make_users,
+    make_webhook_event,
+)
+from tests.support.helpers import (
     USER_DOC_FIELDS,
     WEBHOOK,
     deliver,
@@ -32,7 +38,7 @@ from tests.helpers import (
     newer,
     one_line_error,
 )
-from tests.signing import signed_delivery
+from tests.support.signing import signed_delivery
 from webhook_service import reconcile as reconcile_module
 from webhook_service.dev.sample_events import now_ms
 from webhook_service.domain import map_clerk_user

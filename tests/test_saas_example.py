@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import clerk_settings
-from tests.fake_clerk import make_deleted_data, make_webhook_event
-from tests.helpers import T0, clerk_user, deliver, msg_id, new_id, newer, post_sync
-from tests.signing import signed_delivery
+from tests.support.fake_clerk import make_deleted_data, make_webhook_event
+from tests.support.helpers import T0, clerk_user, deliver, msg_id, new_id, newer, post_sync
+from tests.support.signing import signed_delivery
 from webhook_service.domain import parse_cascade_rules
 
 SAAS_MAP = Path(__file__).resolve().parent.parent / "docs/examples/saas-user-fields.toml"

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from svix.webhooks import Webhook
 
-from tests.fake_clerk import make_clerk_user, make_webhook_event
-from tests.signing import TEST_SECRET
+from tests.support.fake_clerk import make_clerk_user, make_webhook_event
+from tests.support.signing import TEST_SECRET
 from webhook_service.signatures import SignatureError, WebhookVerifier
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-32-byte-signing-secret!!").decode()

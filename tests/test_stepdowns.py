@@ -32,8 +32,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.helpers import fail_point
-from tests.processes import GunicornService
+from tests.support.helpers import fail_point
+from tests.support.processes import GunicornService
 from tests.test_storm import (
     Storm,
     assert_converged,

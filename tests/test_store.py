@@ -21,7 +21,14 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.errors import DuplicateKeyError
 
-from tests.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, legacy_user_doc, msg_id, new_id
+from tests.support.helpers import (
+    USER_DOC_FIELDS,
+    assert_matches_clerk,
+    clerk_user,
+    legacy_user_doc,
+    msg_id,
+    new_id,
+)
 from webhook_service.domain import (
     Outcome,
     disambiguated_username,

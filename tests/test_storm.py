@@ -1,6 +1,6 @@
 """A delivery storm against two production-started services sharing one database.
 
-Clerk's side is simulated (tests/clerk_history.py, profile ``CROWD``): users are
+Clerk's side is simulated (tests/support/clerk_history.py, profile ``CROWD``): users are
 created, renamed, change avatar, primary email and username (Clerk usernames and
 addresses move between users, as they do when one user frees a name another then
 takes), and some are deleted. Every change is a webhook. Svix's side too: each
@@ -31,7 +31,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.clerk_history import (
+from tests.support.clerk_history import (
     CROWD,
     Event,
     History,
@@ -40,8 +40,8 @@ from tests.clerk_history import (
     generate_history,
     resend_exactly,
 )
-from tests.processes import GunicornService
-from tests.signing import signed_headers
+from tests.support.processes import GunicornService
+from tests.support.signing import signed_headers
 
 pytestmark = pytest.mark.slow
 

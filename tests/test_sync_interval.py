@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.fake_clerk import make_clerk_user
-from tests.helpers import newer, post_sync, user_requests
+from tests.support.fake_clerk import make_clerk_user
+from tests.support.helpers import newer, post_sync, user_requests
 from webhook_service.config import Config, ConfigError
 
 INTERVAL_S = 10

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from tests.fake_clerk import make_clerk_user
-from tests.helpers import deliver, newer, post_sync, user_requests
-from tests.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, mint_token
+from tests.support.fake_clerk import make_clerk_user
+from tests.support.helpers import deliver, newer, post_sync, user_requests
+from tests.support.tokens_util import DEFAULT_AZP, REJECTED_AUTHORIZATIONS, bearer, mint_token
 
 SYNC = "/api/users/sync"
 PARTIES = (DEFAULT_AZP,)

@@ -1,7 +1,7 @@
 """SessionTokenVerifier: which Clerk session tokens the sync route accepts.
 
 Unit tests with no network, except the JWKS tests, which talk to FakeClerkAPI over
-real HTTP on 127.0.0.1. Tokens are minted here (tests/tokens_util.py) with a fresh
+real HTTP on 127.0.0.1. Tokens are minted here (tests/support/tokens_util.py) with a fresh
 RSA key pair standing in for the Clerk instance's key.
 """
 
@@ -15,9 +15,9 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.fake_clerk import FakeClerkAPI
-from tests.mongo_server import free_port
-from tests.tokens_util import (
+from tests.support.fake_clerk import FakeClerkAPI
+from tests.support.mongo_server import free_port
+from tests.support.tokens_util import (
     DEFAULT_AZP,
     DEFAULT_SUB,
     bearer,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from svix.webhooks import Webhook
 
-from tests.fake_clerk import make_deleted_data, make_webhook_event
-from tests.helpers import (
+from tests.support.fake_clerk import make_deleted_data, make_webhook_event
+from tests.support.helpers import (
     T0,
     USER_DOC_FIELDS,
     WEBHOOK,
@@ -29,7 +29,7 @@ from tests.helpers import (
     msg_id,
     new_id,
 )
-from tests.signing import TEST_SECRET, signed_delivery, signed_headers
+from tests.support.signing import TEST_SECRET, signed_delivery, signed_headers
 
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="  # base64 of A..Z
 

@@ -1,4 +1,4 @@
-"""The service beside xClone's own indexes and documents (see tests/xclone.py).
+"""The service beside xClone's own indexes and documents (see tests/support/xclone.py).
 
 What an engineer adding the service to a live app sees: the app's equivalent indexes
 are reused whatever their names, its unique ``email_1`` is reported as a conflict with
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from tests.fake_clerk import make_clerk_user, make_webhook_event
-from tests.helpers import WEBHOOK, metrics_text, one_line_error
-from tests.processes import GunicornService
-from tests.signing import signed_delivery
-from tests.xclone import legacy_doc, prepare_xclone
+from tests.support.fake_clerk import make_clerk_user, make_webhook_event
+from tests.support.helpers import WEBHOOK, metrics_text, one_line_error
+from tests.support.processes import GunicornService
+from tests.support.signing import signed_delivery
+from tests.support.xclone import legacy_doc, prepare_xclone
 
 MIGRATE = "flask --app wsgi init-db --migrate"
 

@@ -27,11 +27,11 @@ from typing import Self
 
 import httpx
 
-from tests.lifecycle import Running
-from tests.mongo_server import free_port
-from tests.signing import TEST_SECRET
+from tests.support.lifecycle import Running
+from tests.support.mongo_server import free_port
+from tests.support.signing import TEST_SECRET
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Variables the service reads; inherited values are dropped so only the arguments count.
 _SERVICE_PREFIXES = ("CLERK_", "MONGODB_", "PROMETHEUS_", "GUNICORN_")

@@ -20,9 +20,9 @@ from prometheus_client import make_wsgi_app
 from pymongo import MongoClient
 from werkzeug.test import Client
 
-from tests.fake_clerk import FakeClerkAPI, clerk_id, make_clerk_user, make_webhook_event
-from tests.signing import signed_delivery
-from tests.tokens_util import bearer, mint_token
+from tests.support.fake_clerk import FakeClerkAPI, clerk_id, make_clerk_user, make_webhook_event
+from tests.support.signing import signed_delivery
+from tests.support.tokens_util import bearer, mint_token
 from webhook_service import metrics
 from webhook_service.domain import map_clerk_user
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
 
-from tests.helpers import USER_DOC_FIELDS
+from tests.support.helpers import USER_DOC_FIELDS
 from webhook_service.dev.sample_events import clerk_id, make_clerk_user, make_deleted_data, make_webhook_event
 from webhook_service.domain import disambiguated_username, fallback_username
 
