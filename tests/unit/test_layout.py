@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "webhook_service"
+PACKAGE = Path(__file__).resolve().parents[2] / "webhook_service"
 
 
 def module_name(path: Path) -> str:

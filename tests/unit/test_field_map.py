@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import clerk_settings
+from tests.e2e.test_gunicorn_e2e import exit_status_of_failed_start
 from tests.support.fake_clerk import make_clerk_user
 from tests.support.helpers import T0, clerk_user, deliver, new_id, post_sync
 from tests.support.processes import GunicornService
 from tests.support.signing import TEST_SECRET
-from tests.test_gunicorn_e2e import exit_status_of_failed_start
 from webhook_service import Config, ConfigError
 from webhook_service.domain import map_clerk_user
 from webhook_service.fieldmap import (
@@ -35,7 +35,7 @@ from webhook_service.fieldmap import (
     storable,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_map(tmp_path: Path, text: str) -> Path:

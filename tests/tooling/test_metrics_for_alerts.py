@@ -30,7 +30,7 @@ from tests.support.signing import signed_delivery
 from webhook_service.domain import Outcome
 from webhook_service.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
 

@@ -20,7 +20,7 @@ from tests.support.helpers import T0, clerk_user, deliver, msg_id, new_id, newer
 from tests.support.signing import signed_delivery
 from webhook_service.domain import parse_cascade_rules
 
-SAAS_MAP = Path(__file__).resolve().parent.parent / "docs/examples/saas-user-fields.toml"
+SAAS_MAP = Path(__file__).resolve().parents[2] / "docs/examples/saas-user-fields.toml"
 BOOKKEEPING = {"_id", "clerkUpdatedAt", "lastDeliveryId", "createdAt", "updatedAt", "reconcileRun"}
 
 

@@ -32,9 +32,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.support.helpers import fail_point
-from tests.support.processes import GunicornService
-from tests.test_storm import (
+from tests.reliability.test_storm import (
     Storm,
     assert_converged,
     assert_only_retryable_failures,
@@ -42,6 +40,8 @@ from tests.test_storm import (
     events_for,
     storm_history,
 )
+from tests.support.helpers import fail_point
+from tests.support.processes import GunicornService
 
 pytestmark = pytest.mark.slow
 
