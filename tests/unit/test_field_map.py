@@ -1,38 +1,27 @@
-"""The field map (USER_FIELDS_FILE): the built-in map is xClone's, a bad map stops the
-service with one line naming the entry, values are coerced to the declared types, and
-hostile metadata is stored by the one documented rule and returned intact by sync.
-
-The HTTP tests run on the test database server; the mapping tests are pure functions.
+"""The field map (USER_FIELDS_FILE), its pure functions: the built-in map is xClone's, a
+bad map is one configuration error naming the entry, and values are coerced to the
+declared types. The same map through the routes is in tests/integration/test_field_map.py,
+and a bad map stopping the processes at start in tests/e2e/test_field_map.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import clerk_settings
-from tests.e2e.test_gunicorn_e2e import exit_status_of_failed_start
 from tests.support.fake_clerk import make_clerk_user
-from tests.support.helpers import T0, clerk_user, deliver, new_id, post_sync
-from tests.support.processes import GunicornService
+from tests.support.helpers import T0, new_id
 from tests.support.signing import TEST_SECRET
 from webhook_service import Config, ConfigError
 from webhook_service.domain import map_clerk_user
 from webhook_service.fieldmap import (
     BOOKKEEPING_FIELDS,
-    MAX_DEPTH,
     FieldMapError,
     builtin_path,
     load_field_map,
     parse_field_map,
-    storable,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,42 +158,6 @@ def test_insert_only_fields_are_checked_against_the_map(tmp_path):
         Config.from_env({**env, "USER_FIELDS_FILE": str(saas), "INSERT_ONLY_FIELDS": "firstName"})
 
 
-def service_env(mongo_uri: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "MONGODB_", "USER_FIELDS"))}
-    env.update(MONGODB_URI=mongo_uri, CLERK_WEBHOOK_SIGNING_SECRET=TEST_SECRET, **extra)
-    return env
-
-
-def test_init_db_check_with_a_bad_map_fails_with_one_line(tmp_path, mongo_uri):
-    path = write_map(tmp_path, '[fields]\nphone = "$phone"\n')
-    flask = Path(sys.executable).with_name("flask")
-    result = subprocess.run(
-        [str(flask), "--app", "wsgi", "init-db", "--check"],
-        cwd=ROOT,
-        env=service_env(mongo_uri, USER_FIELDS_FILE=str(path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stderr.splitlines() == [
-        f"configuration error: USER_FIELDS_FILE: {path}: fields.phone: unknown source '$phone' "
-        "(known: $primary_email, $primary_phone, $username, $full_name)"
-    ]
-
-
-@pytest.mark.timeout(60)
-def test_a_bad_map_stops_gunicorn_at_start_with_one_line(tmp_path, mongo_uri):
-    path = write_map(tmp_path, '[fields]\n"a.b" = "image_url"\n')
-    service = GunicornService(mongo_uri, env={"USER_FIELDS_FILE": str(path)})
-    returncode, output = exit_status_of_failed_start(service, "a bad USER_FIELDS_FILE")
-    assert returncode != 0
-    lines = [line for line in output.splitlines() if "USER_FIELDS_FILE" in line]
-    assert lines and all(line.startswith("configuration error: USER_FIELDS_FILE: ") for line in lines), output
-    assert "fields.a.b: field name 'a.b' may not contain '.'" in lines[0]
-    assert "Traceback" not in output
-
-
 # -- values, types and defaults -----------------------------------------------------------
 
 TYPED = """
@@ -273,74 +226,3 @@ def test_defaults_are_fresh_copies_for_every_user(tmp_path):
     second = map_clerk_user(make_clerk_user(new_id()), fields)
     first.values["tags"].append("mutated")
     assert second.values["tags"] == []
-
-
-# -- hostile metadata ----------------------------------------------------------------------
-
-
-def deep(levels: int) -> dict[str, Any]:
-    value: dict[str, Any] = {"leaf": True}
-    for i in range(levels):
-        value = {f"l{i}": value}
-    return value
-
-
-HOSTILE = {
-    "dotted-key": {"a.b": 1, "ok": "x"},
-    "dollar-key": {"$where": "sleep(1000)", "theme": "dark"},
-    "nested-dollar-key": {"ui": {"$set": {"admin": True}}},
-    "empty-key": {"": "blank"},
-    "too-deep": deep(MAX_DEPTH + 5),
-    "huge-integer": {"n": 2**70},
-    "list-of-mixed": {"l": [1, "two", None, {"x.y": [3.5, False]}]},
-}
-PLAIN = {
-    "plain-object": {"theme": "dark", "sizes": [1, 2.5], "nested": {"on": True, "none": None}},
-    "just-deep-enough": deep(MAX_DEPTH - 2),
-    "string": "hello",
-    "number": 12,
-}
-METADATA_MAP = """
-identity = "clerkUserId"
-[fields]
-email = "$primary_email"
-prefs = "unsafe_metadata.prefs"
-"""
-
-
-@pytest.fixture
-def metadata_app(make_app, fake_clerk, tmp_path):
-    return make_app(
-        user_fields_file=str(write_map(tmp_path, METADATA_MAP)),
-        **clerk_settings(fake_clerk),
-    )
-
-
-@pytest.mark.parametrize(
-    ("prefs", "as_text"),
-    [*((v, True) for v in HOSTILE.values()), *((v, False) for v in PLAIN.values())],
-    ids=[*HOSTILE, *PLAIN],
-)
-def test_metadata_is_stored_by_the_rule_and_sync_returns_it_intact(metadata_app, fake_clerk, prefs, as_text):
-    """A value BSON holds as it is is stored as it is; any other is stored whole as its
-    JSON text. Either way the delivery is a 200, the first time, and nothing is dropped."""
-    client = metadata_app.test_client()
-    db = metadata_app.extensions["webhook_service"].db
-    user_id = new_id()
-    user = clerk_user(user_id, 1, unsafe_metadata={"prefs": prefs})
-
-    assert deliver(client, "user.created", user) == "applied"
-
-    stored = db.users.find_one({"clerkUserId": user_id})
-    assert stored is not None
-    if as_text:
-        assert stored["prefs"] == json.dumps(prefs, ensure_ascii=False)
-        assert json.loads(stored["prefs"]) == prefs
-    else:
-        assert stored["prefs"] == prefs
-    assert storable(prefs) == stored["prefs"]
-
-    fake_clerk.add_user(user)
-    response = post_sync(client, user_id)
-    assert response.status_code == 200, response.get_json()
-    assert response.get_json()["prefs"] == stored["prefs"]
