@@ -1,55 +1,27 @@
-"""DELETE_CASCADE: a deleted user's posts, comments, likes and notifications go, and
-nothing of anyone else's; each rule is one command; an interrupted cascade is finished
-by the retry of the deletion."""
+"""DELETE_CASCADE on the test database server: a deleted user's posts, comments, likes and
+notifications go, and nothing of anyone else's; each rule is one command; an interrupted
+cascade is finished by the retry of the deletion; init-db plans the indexes the rules need.
+
+The rules' parsing is tested in tests/unit/test_delete_cascade.py, the start-up warning
+under gunicorn in tests/e2e/test_delete_cascade.py, and a worker killed mid-cascade in
+tests/reliability/test_delete_cascade.py.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import threading
-import time
 from typing import Any
 
-import httpx
 import pytest
 from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.errors import AutoReconnect
 
-from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
-from tests.support.helpers import WEBHOOK, clerk_user, deliver, msg_id, new_id
-from tests.support.processes import GunicornService
-from tests.support.signing import TEST_SECRET, signed_headers
-from webhook_service import Config, ConfigError
-from webhook_service.domain import CascadeRule, Outcome, map_clerk_user, parse_cascade_rules
+from tests.support.fake_clerk import make_clerk_user, make_deleted_data
+from tests.support.helpers import clerk_user, deliver, msg_id, new_id
+from tests.support.xclone import XCLONE_CASCADE, seed_app_data
+from webhook_service.domain import Outcome, map_clerk_user, parse_cascade_rules
 from webhook_service.store import StoreUnavailable, UserStore
 from webhook_service.store.erasure import Eraser
-
-XCLONE = (
-    "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
-    "posts.likes:pull,comments.likes:pull"
-)
-
-
-def seed_app_data(db, a: ObjectId, b: ObjectId, a_clerk_id: str, copies: int = 1) -> None:
-    """xClone's other collections: A and B post, comment on each other, like, notify."""
-    for _ in range(copies):
-        db.posts.insert_many([
-            {"user": a, "content": "by A", "likes": [b]},
-            {"user": b, "content": "by B", "likes": [a, b]},
-        ])
-        db.comments.insert_many([
-            {"user": a, "content": "A on B", "likes": [b, a]},
-            {"user": b, "content": "B on A", "likes": [a]},
-        ])
-        db.notifications.insert_many([
-            {"from": a, "to": b, "type": "like"},
-            {"from": b, "to": a, "type": "follow"},
-            {"from": b, "to": b, "type": "self"},
-        ])
-    db.bookmarks.insert_one({"owner": a_clerk_id, "post": "p1"})
-    db.bookmarks.insert_one({"owner": "user_other", "post": "p2"})
 
 
 def two_users(client, db) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -69,7 +41,7 @@ def snapshot(db) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture
 def app(make_app):
-    return make_app(delete_cascade=parse_cascade_rules(XCLONE + ",bookmarks.owner:unset"))
+    return make_app(delete_cascade=parse_cascade_rules(XCLONE_CASCADE + ",bookmarks.owner:unset"))
 
 
 def test_the_cascade_removes_exactly_the_deleted_users_content(client, db):
@@ -109,94 +81,6 @@ def test_a_deletion_before_the_user_was_ever_stored_cascades_by_clerk_id(client,
     assert db.bookmarks.find_one({"post": "p9"})["owner"] is None
 
 
-@pytest.mark.parametrize(
-    "rule",
-    ["posts.user", "posts:delete", "posts.user:drop", ".user:delete", "posts.:delete", "events.x:delete",
-     "users.x:delete", "posts.$x:delete", "posts.us er:delete"],
-)
-def test_a_malformed_rule_is_a_config_error_naming_it(rule):
-    env = {
-        "MONGODB_URI": "mongodb://localhost/x",
-        "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET,
-        "DELETE_CASCADE": f"posts.user:delete,{rule}",
-    }
-    with pytest.raises(ConfigError) as raised:
-        Config.from_env(env)
-    assert str(raised.value).startswith("DELETE_CASCADE: rule ") and repr(rule) in str(raised.value)
-
-
-def test_xclones_value_parses_to_six_rules():
-    rules = parse_cascade_rules(XCLONE)
-    assert (rules[0].collection, rules[0].field, rules[0].action) == ("posts", "user", "delete")
-    assert (rules[4].collection, rules[4].field, rules[4].action) == ("posts", "likes", "pull")
-    assert len(rules) == 6
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_a_cascade_interrupted_by_a_killed_worker_is_finished_by_the_redelivery(mongo_server, mongo_uri):
-    if not mongo_server.can_restart:
-        pytest.skip("freezes the test database server")
-    copies = 1500
-    a = make_clerk_user(seed="cascade-kill-a", email="a.kill@example.com")
-    b = make_clerk_user(seed="cascade-kill-b", email="b.kill@example.com")
-    client = MongoClient(mongo_uri)
-    db = client.get_default_database()
-    with GunicornService(mongo_uri, workers=1, env={"DELETE_CASCADE": XCLONE}) as service:
-        for user in (a, b):
-            body = json.dumps(make_webhook_event("user.created", user))
-            response = httpx.post(service.url + WEBHOOK, content=body, headers=signed_headers(body))
-            assert response.status_code == 200
-        a_doc, b_doc = (db.users.find_one({"clerkId": u["id"]}) for u in (a, b))
-        seed_app_data(db, a_doc["_id"], b_doc["_id"], a["id"], copies=copies)
-        deletion = json.dumps(make_webhook_event("user.deleted", make_deleted_data(a["id"])))
-        svix_id = "msg_cascade_kill_0000000000000"
-        [worker] = service.worker_pids()
-        answer: dict[str, Any] = {}
-
-        def send() -> None:
-            try:
-                answer["status"] = httpx.post(
-                    service.url + WEBHOOK, content=deletion, headers=signed_headers(deletion, msg_id=svix_id),
-                    timeout=30,
-                ).status_code
-            except httpx.HTTPError as exc:
-                answer["error"] = type(exc).__name__
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        deadline = time.monotonic() + 20
-        while db.posts.count_documents({"user": a_doc["_id"]}) == copies and time.monotonic() < deadline:
-            time.sleep(0.002)
-        os.kill(mongo_server.process.pid, signal.SIGSTOP)  # the cascade is under way: freeze it
-        try:
-            os.kill(worker, signal.SIGKILL)
-        finally:
-            os.kill(mongo_server.process.pid, signal.SIGCONT)
-        sender.join(30)
-        service.wait_for_workers(exclude={worker})
-        time.sleep(0.5)
-        interrupted = db.users.find_one({"clerkId": a["id"]}) is not None
-        started = db.posts.count_documents({"user": a_doc["_id"]}) < copies
-        left = db.notifications.count_documents({"from": a_doc["_id"]})
-
-        headers = signed_headers(deletion, msg_id=svix_id)
-        redelivered = httpx.post(service.url + WEBHOOK, content=deletion, headers=headers, timeout=30)
-
-    assert "status" not in answer, f"the killed worker answered: {answer}"
-    assert started and interrupted and left > 0, "precondition: the worker died mid-cascade"
-    assert redelivered.status_code == 200 and redelivered.json() == {"outcome": "deleted"}
-    assert db.users.find_one({"clerkId": a["id"]}) is None
-    references = (("posts", "user"), ("comments", "user"), ("notifications", "from"), ("notifications", "to"))
-    for name, field in references:
-        assert db[name].count_documents({field: a_doc["_id"]}) == 0, name
-    assert db.posts.count_documents({"likes": a_doc["_id"]}) == 0
-    assert db.posts.count_documents({"user": b_doc["_id"]}) == copies
-    assert db.comments.count_documents({"user": b_doc["_id"]}) == copies
-    assert db.notifications.count_documents({"from": b_doc["_id"], "to": b_doc["_id"]}) == copies
-    client.close()
-
-
 # -- the store itself, on xClone-like data ---------------------------------------------------
 
 
@@ -227,7 +111,7 @@ def commands() -> CommandLog:
 @pytest.fixture
 def store(mongo_uri, commands):
     client = MongoClient(mongo_uri, event_listeners=[commands])
-    yield UserStore(client.get_default_database(), cascade=parse_cascade_rules(XCLONE))
+    yield UserStore(client.get_default_database(), cascade=parse_cascade_rules(XCLONE_CASCADE))
     client.close()
 
 
@@ -430,23 +314,6 @@ def test_a_deleted_user_brought_back_by_a_killed_insert_is_cascaded_on_the_retry
     assert after["comments"] == before["comments"] and after["notifications"] == before["notifications"]
 
 
-@pytest.mark.parametrize("rule", ["system.profile.x:delete", "deleted_users.x:unset", "users.x:delete"])
-def test_rules_on_collections_the_service_or_server_owns_are_refused(rule):
-    with pytest.raises(ValueError, match="rule"):
-        parse_cascade_rules(rule)
-
-
-def test_allowed_rules_on_users_and_dotted_fields_parse():
-    rules = parse_cascade_rules(" users.referrer:unset , ,posts.meta.author:delete,systemlogs.user:delete")
-    assert rules == (
-        CascadeRule("users", "referrer", "unset"),
-        CascadeRule("posts", "meta.author", "delete"),
-        CascadeRule("systemlogs", "user", "delete"),
-    )
-    env = {"MONGODB_URI": "mongodb://localhost/x", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
-    assert Config.from_env(dict(env, DELETE_CASCADE=XCLONE)).delete_cascade == parse_cascade_rules(XCLONE)
-
-
 # -- the indexes the rules need ---------------------------------------------------------
 
 CASCADE_FIELDS = {
@@ -487,17 +354,3 @@ def test_init_db_plans_an_index_for_every_cascade_field_and_check_reports_the_mi
         assert single_field_indexes(db, collection) >= fields, collection
     assert set(db.posts.index_information()) == {"_id_", "user_feed", "likes_1"}
     assert runner.invoke(args=["init-db", "--check"]).exit_code == 0
-
-
-def test_gunicorn_warns_once_at_start_for_each_missing_cascade_index(mongo_uri):
-    with GunicornService(mongo_uri, env={"DELETE_CASCADE": "posts.user:delete,posts.likes:pull"}) as service:
-        ready = httpx.get(service.url + "/readyz", timeout=5)
-        logs = service.logs()
-
-    assert ready.status_code == 200
-    warnings = [line for line in logs.splitlines() if "DELETE_CASCADE" in line]
-    assert [w.split(" is missing")[0].split("index ")[-1] for w in warnings] == [
-        "posts.user_1 (user)",
-        "posts.likes_1 (likes)",
-    ]
-    assert all("WARNING" in w and "flask --app wsgi init-db" in w for w in warnings)

@@ -1,4 +1,5 @@
-"""A database as xClone leaves it, on the real test server.
+"""A database as xClone leaves it, on the real test server, and the content of its other
+collections that a deletion cascades to (``XCLONE_CASCADE``, ``seed_app_data``).
 
 xClone's mongoose model (``user.model.js``) declares ``clerkId``, ``email`` and
 ``username`` with ``unique: true``; mongoose builds them at the app's start as
@@ -50,3 +51,30 @@ def legacy_doc(clerk_id: str, email: str, **fields: Any) -> dict[str, Any]:
     }
     doc.update(fields)
     return doc
+
+
+# DELETE_CASCADE for xClone's other collections: its posts, comments, likes and notifications.
+XCLONE_CASCADE = (
+    "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
+    "posts.likes:pull,comments.likes:pull"
+)
+
+
+def seed_app_data(db: Database, a: ObjectId, b: ObjectId, a_clerk_id: str, copies: int = 1) -> None:
+    """xClone's other collections: A and B post, comment on each other, like, notify."""
+    for _ in range(copies):
+        db.posts.insert_many([
+            {"user": a, "content": "by A", "likes": [b]},
+            {"user": b, "content": "by B", "likes": [a, b]},
+        ])
+        db.comments.insert_many([
+            {"user": a, "content": "A on B", "likes": [b, a]},
+            {"user": b, "content": "B on A", "likes": [a]},
+        ])
+        db.notifications.insert_many([
+            {"from": a, "to": b, "type": "like"},
+            {"from": b, "to": a, "type": "follow"},
+            {"from": b, "to": b, "type": "self"},
+        ])
+    db.bookmarks.insert_one({"owner": a_clerk_id, "post": "p1"})
+    db.bookmarks.insert_one({"owner": "user_other", "post": "p2"})
