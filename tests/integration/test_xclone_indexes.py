@@ -4,6 +4,7 @@ What an engineer adding the service to a live app sees: the app's equivalent ind
 are reused whatever their names, its unique ``email_1`` is reported as a conflict with
 the fix, a write it refuses answers 503 naming it (never a 500), ``init-db`` prints the
 plan and ``--migrate`` replaces the conflict; legacy documents are adopted in place.
+The warning gunicorn prints at start is tested in tests/e2e/test_xclone_indexes.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from click.testing import Result
 
 from tests.support.fake_clerk import make_clerk_user, make_webhook_event
 from tests.support.helpers import WEBHOOK, metrics_text, one_line_error
-from tests.support.processes import GunicornService
 from tests.support.signing import signed_delivery
 from tests.support.xclone import legacy_doc, prepare_xclone
 
@@ -187,22 +187,3 @@ def test_readyz_is_503_while_a_required_index_cannot_be_had(client, db):
 
     db.users.delete_one({"email": "b@example.com"})
     assert client.get("/readyz").status_code == 200
-
-
-@pytest.mark.slow
-def test_gunicorn_warns_once_per_conflict_at_start_and_serves(mongo_uri):
-    from pymongo import MongoClient
-
-    with MongoClient(mongo_uri) as client:
-        prepare_xclone(client.get_default_database())
-    with GunicornService(mongo_uri, workers=2) as service:
-        import httpx
-
-        ready = httpx.get(service.url + "/readyz", timeout=5)
-        logs = service.logs()
-
-    assert ready.status_code == 200
-    warnings = [line for line in logs.splitlines() if "conflicts with the service" in line]
-    assert len(warnings) == 1, logs
-    assert "WARNING" in warnings[0] and "users.email_1" in warnings[0] and MIGRATE in warnings[0]
-    assert "Traceback" not in logs
