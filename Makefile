@@ -3,11 +3,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock audit bench sample-event clean
+.PHONY: run test test-fast lint lock audit bench sample-event clean
 
 # The venv holds exactly the dev lock: every package pinned and its hash checked, nothing
 # resolved on the day. Editing a lock or an .in file rebuilds it from scratch (an .in edit
-# without `make lock` then fails tests/test_locks.py, which names what to relock).
+# without `make lock` then fails tests/tooling/test_locks.py, which names what to relock).
 $(STAMP): requirements.in requirements-dev.in requirements.txt requirements-dev.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ test: $(STAMP) $(EXPO_STAMP)  ## the whole suite, as CI runs it
 	@if command -v promtool >/dev/null 2>&1; then \
 		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
 	else echo "promtool not found: skipped deploy/prometheus/alerts_test.yml (get it with: apt-get install prometheus)"; fi
+
+# The inner loop: the suite without the tests marked slow (the larger gunicorn runs, the
+# dev server, the storms and faults, the bench), on the same workers; no ruff, mypy, npm
+# or promtool. `make test` stays what CI runs.
+test-fast: $(STAMP)  ## the suite without the slow tests, for the inner loop
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 sample-event: $(STAMP)  ## sign and post a user.created for Ada, the local Clerk's first user, to `make run`
 	. .data/dev.env && $(BIN)/flask --app wsgi send-test-event user.created --url "$$WEBHOOK_URL"

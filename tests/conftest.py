@@ -107,7 +107,7 @@ def build_app(make_app, fake_clerk) -> Callable[..., Flask]:
     """Build an app wired to ``fake_clerk``, with small timeouts so failures answer fast.
 
     Syncs pull from Clerk every time (``sync_min_interval_s=0``) unless a test sets the
-    interval; tests/test_sync_interval.py covers it.
+    interval; tests/integration/test_sync_interval.py covers it.
     """
 
     def build(**overrides: Any) -> Flask:

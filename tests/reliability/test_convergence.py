@@ -28,7 +28,7 @@ case-insensitively; follow lists hold exactly the edges between surviving users
 event log counts every delivery.
 
 Knobs: RELIABILITY_EXAMPLES (default 25) sets the hypothesis example count, e.g.
-``RELIABILITY_EXAMPLES=500 pytest tests/test_convergence.py`` for a long run;
+``RELIABILITY_EXAMPLES=500 pytest tests/reliability/test_convergence.py`` for a long run;
 CONVERGENCE_SEED (default 4242) seeds the two deterministic ~500-delivery tests (one long
 history; many short ones). The counts of cases and deliveries appear under "reliability
 figures" at the end of the run (and are printed as they happen, visible with ``-s``).

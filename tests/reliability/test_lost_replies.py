@@ -4,7 +4,7 @@
 connection before the command runs, which pymongo's retryable writes retry once by
 themselves, and a ``writeConcernError`` after it ran, which reaches the service: the write
 landed but is not majority-durable, so the caller is told to retry (503, or a reconcile
-that stops), and the retry is harmless. tests/test_stepdowns.py makes the same faults in
+that stops), and the retry is harmless. tests/reliability/test_stepdowns.py makes the same faults in
 bulk, during storms.
 """
 

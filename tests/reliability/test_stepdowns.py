@@ -7,7 +7,7 @@ primary"), and ``configureFailPoint failCommand`` on the service's connections o
 says it is not majority-durable: what the client of a lost reply faces) and
 ``blockConnection`` past ``DB_TIMEOUT_MS`` (a hung primary).
 
-Each storm (tests/test_storm.Storm: duplicates, shuffled, retried until a 2xx like Svix)
+Each storm (tests/reliability/test_storm.Storm: duplicates, shuffled, retried until a 2xx like Svix)
 runs against the service as production starts it, with xClone's DELETE_CASCADE rules, so
 every write path meets the fault: the user upsert (``update``), the tombstone
 (``findAndModify``), the follow lists and cascade pulls (``update``), the document and
@@ -136,7 +136,7 @@ def test_a_storm_through_lost_replies_and_hung_commands_converges(mongo_server, 
     if fault.startswith("close-"):
         # pymongo retries a single-document write or an insert batch once; a second closed
         # connection in a row (or a multi-document write) reaches the service: 503, and Svix's
-        # retry applies it. tests/test_lost_replies.py shows the single retry alone.
+        # retry applies it. tests/reliability/test_lost_replies.py shows the single retry alone.
         met = [line for line in logs.splitlines() if "AutoReconnect" in line]
         reconnects = [line for line in met if "webhook_service.delivery" in line]
         assert all(" status=503 " in line for line in reconnects), reconnects[:5]

@@ -4,7 +4,7 @@ mongomock needs two shims from tests/support/mongomock_compat.py (see there): bu
 pymongo's ``sort=None`` (the event log) and DuplicateKeyError details naming the index
 (the store tells a stale upsert from a username clash by ``keyPattern``). Uniqueness
 itself is still mongomock's own check. The real-server versions of these rules, plus
-concurrency and partial-index behaviour on a server, are in tests/test_store.py.
+concurrency and partial-index behaviour on a server, are in tests/integration/test_store.py.
 """
 
 from __future__ import annotations
