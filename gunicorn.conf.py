@@ -35,8 +35,10 @@ def on_starting(server):
         sys.exit(1)
     # One warning line per index that contradicts the service, and per index a DELETE_CASCADE
     # rule lacks, once for the whole service.
+    from webhook_service.catalog import service_schema
     from webhook_service.logs import configure_logging
-    from webhook_service.store import connect, warn_about_conflicts
+    from webhook_service.store.indexes import warn_about_conflicts
+    from webhook_service.store.mongo import connect
 
     configure_logging(config.log_format)
     _serve_metrics(config.metrics_addr)
@@ -45,7 +47,7 @@ def on_starting(server):
             "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
         )
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
-    warn_about_conflicts(db, config.delete_cascade, config.user_fields)
+    warn_about_conflicts(db, service_schema(config.declared))
     db.client.close()
 
 

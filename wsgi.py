@@ -2,8 +2,8 @@
 
 import sys
 
-from webhook_service import ConfigError, create_app
-from webhook_service.config import Config
+from webhook_service.app import create_app
+from webhook_service.config import Config, ConfigError
 from webhook_service.logs import configure_logging
 
 try:

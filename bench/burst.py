@@ -20,7 +20,7 @@ from bench import loadgen, workload
 from bench.ingest import SETTLE_S, SIGN_AHEAD, _wrong_state, percentile
 from bench.servers import TestDatabase, log, running_app
 from tests.support.signing import TEST_SECRET
-from webhook_service.store import ensure_indexes
+from tests.support.stores import ensure_service_indexes
 
 NEAR_SVIX_TIMEOUT_S = 10.0
 P99_TARGET_S = 2.0
@@ -37,7 +37,7 @@ def run(database: TestDatabase, *, events: int, concurrency: int, workers: int) 
     for name in ("service", "baseline"):
         uri, db = database.new_database(f"burst_{name}")
         if name == "baseline":
-            ensure_indexes(db)  # the baseline's upsert by clerkId gets the same index
+            ensure_service_indexes(db)  # the baseline's upsert by clerkId gets the same index
         stream = workload.materialize(template, f"b{name[0]}")
         requests = workload.sign(stream, TEST_SECRET, datetime.now(UTC) + SIGN_AHEAD)
         with running_app("secantus", name, uri, workers=workers) as app:

@@ -23,9 +23,8 @@ from typing import Any
 
 from bench.baseline_app import mapped_fields
 from bench.servers import TestDatabase, log
+from tests.support.stores import ensure_service_indexes, user_store, xclone_user
 from webhook_service.dev.sample_events import make_clerk_user
-from webhook_service.domain import map_clerk_user
-from webhook_service.store import UserStore, ensure_indexes
 
 USERS = 200
 _T0 = 1_767_225_600_000
@@ -33,12 +32,12 @@ _T0 = 1_767_225_600_000
 
 def run(database: TestDatabase, *, calls: int = 300, rounds: int = 5) -> dict[str, Any]:
     _, db = database.new_database("commands")
-    ensure_indexes(db)
-    store = UserStore(db)
+    ensure_service_indexes(db)
+    store = user_store(db)
     service_users = [make_clerk_user(f"user_svc{i:05d}", updated_at=_T0) for i in range(USERS)]
     baseline_users = [make_clerk_user(f"user_base{i:05d}", updated_at=_T0) for i in range(USERS)]
     for user in service_users:
-        store.upsert_if_newer(map_clerk_user(user), f"msg_first_{user['id']}")
+        store.upsert_if_newer(xclone_user(user), f"msg_first_{user['id']}")
     for user in baseline_users:
         db.users.update_one({"clerkId": user["id"]}, {"$set": mapped_fields(user)}, upsert=True)
     version = iter(range(1, 10**9))
@@ -49,7 +48,7 @@ def run(database: TestDatabase, *, calls: int = 300, rounds: int = 5) -> dict[st
 
     def service_write(i: int) -> None:
         user = newer(service_users[i % USERS])
-        store.upsert_if_newer(map_clerk_user(user), f"msg_{user['updated_at']}")
+        store.upsert_if_newer(xclone_user(user), f"msg_{user['updated_at']}")
 
     def baseline_write(i: int) -> None:
         user = newer(baseline_users[i % USERS])

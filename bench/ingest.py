@@ -150,9 +150,9 @@ def run(
     warmup = workload.build_template(min(300, events), seed=99)
     uri, db = database.new_database("ingest") if database else ("", None)
     if db is not None:
-        from webhook_service.store import ensure_indexes
+        from tests.support.stores import ensure_service_indexes
 
-        ensure_indexes(db)  # the baseline's upsert by clerkId gets the same index
+        ensure_service_indexes(db)  # the baseline's upsert by clerkId gets the same index
     results: list[RoundResult] = []
     last_stream: dict[str, workload.Stream] = {}
     with (

@@ -27,7 +27,7 @@ def _database():
 
 
 def service() -> Flask:
-    from webhook_service import create_app
+    from webhook_service.app import create_app
     from webhook_service.config import Config
     from webhook_service.logs import configure_logging
 

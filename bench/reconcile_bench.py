@@ -30,10 +30,9 @@ from bench.servers import TestDatabase, log
 from tests.support.fake_clerk import FakeClerkAPI, make_users
 from tests.support.processes import REPO_ROOT
 from tests.support.signing import TEST_SECRET
+from tests.support.stores import user_store, xclone_user
 from webhook_service.cli import DEFAULT_MAX_RPS
-from webhook_service.domain import map_clerk_user
-from webhook_service.reconcile import DELETION_BATCH
-from webhook_service.store import UserStore
+from webhook_service.resources.users.clerk import EXISTING_IDS_CHUNK as DELETION_BATCH
 
 
 def _run(argv: list[str], env: dict[str, str], database: TestDatabase) -> dict[str, Any]:
@@ -81,9 +80,9 @@ def run(database: TestDatabase, *, users: int, baseline_users: int) -> dict[str,
         ):
             uri, db = database.new_database(f"reconcile_{name}")
             if name == "baseline":
-                from webhook_service.store import ensure_indexes
+                from tests.support.stores import ensure_service_indexes
 
-                ensure_indexes(db)  # the service creates its own on first write
+                ensure_service_indexes(db)  # the service creates its own on first write
             log(f"reconcile: {name}, {count} users")
             figures = _run(argv, dict(base_env, MONGODB_URI=uri), database)
             stored = db["users"].count_documents({})
@@ -108,10 +107,10 @@ def _deletion_run(
 ) -> dict[str, Any]:
     """A tenth as many local users as Clerk has, whom Clerk does not have: all deleted."""
     gone = max(1, users // 10)
-    store = UserStore(db)
+    store = user_store(db)
     extra = make_users(gone, seed="bench-gone")
     for start in range(0, gone, 5000):
-        store.insert_new([map_clerk_user(u) for u in extra[start : start + 5000]], {})
+        store.insert_new([xclone_user(u) for u in extra[start : start + 5000]], {})
     log(f"reconcile: service again, {users} in Clerk and {gone} more locally to delete")
     argv = [sys.executable, "-m", "webhook_service", "reconcile", "--max-rps", "0"]
     figures = _run(argv, dict(base_env, MONGODB_URI=uri), database)
@@ -129,12 +128,12 @@ def _batched_against_one_at_a_time(db: Database[Any], count: int) -> dict[str, A
     """The deletion phase's database work alone, in-process, on the database reconcile
     just filled: ``count`` users deleted in reconcile's batches, against as many more
     deleted one at a time, as ``user.deleted`` deletes them (the phase before batching)."""
-    store = UserStore(db)
+    store = user_store(db)
     seconds: dict[str, float] = {}
     for way in ("one_at_a_time", "batched"):
         gone = make_users(count, seed=f"bench-gone-{way}")
         ids = [u["id"] for u in gone]
-        store.insert_new([map_clerk_user(u) for u in gone], {})
+        store.insert_new([xclone_user(u) for u in gone], {})
         log(f"reconcile: deleting {count} users {way.replace('_', ' ')}")
         began = time.perf_counter()
         if way == "batched":

@@ -42,13 +42,15 @@ from bench import procstat
 from bench.mockdb import indexed_mongomock
 from bench.servers import TestDatabase, log
 from tests.support.fake_clerk import FakeClerkAPI, make_users
+from tests.support.stores import ensure_service_indexes, user_store, xclone_user
 from webhook_service.clerk_api import ClerkAPI
-from webhook_service.domain import map_clerk_user, parse_cascade_rules
-from webhook_service.reconcile import ReconcileReport, _apply_page
-from webhook_service.store import UserStore, connect, ensure_indexes
+from webhook_service.config import delete_cascade_rules
+from webhook_service.mirror.reconcile import ResourcePass, ResourceReport, Target
+from webhook_service.resources.users.clerk import UserSource
+from webhook_service.store.mongo import connect
 from webhook_service.sync import sync_user
 
-XCLONE_CASCADE = parse_cascade_rules(
+XCLONE_CASCADE = delete_cascade_rules(
     "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
     "posts.likes:pull,comments.likes:pull"
 )
@@ -109,9 +111,9 @@ class _Clock:
 def _seed(db: Database, users: list[dict[str, Any]]) -> list[ObjectId]:
     """Store ``users`` as the service does, then give them xClone's follow lists, posts,
     comments and notifications (made by the app, as in production)."""
-    store = UserStore(db, cascade=XCLONE_CASCADE)
+    store = user_store(db, cascade=XCLONE_CASCADE)
     for start in range(0, len(users), SEED_CHUNK):
-        store.insert_new([map_clerk_user(u) for u in users[start : start + SEED_CHUNK]], {})
+        store.insert_new([xclone_user(u) for u in users[start : start + SEED_CHUNK]], {})
     by_clerk = {d["clerkId"]: d["_id"] for d in db.users.find({}, {"clerkId": 1})}
     oids = [by_clerk[u["id"]] for u in users]
     n = len(oids)
@@ -167,11 +169,11 @@ def _measure_size(
     began = time.perf_counter()
     seed_db = seed_db if seed_db is not None else db
     _seed(seed_db, users)
-    ensure_indexes(seed_db, cascade=XCLONE_CASCADE)  # init-db's plan, the cascade's indexes included
+    ensure_service_indexes(seed_db, XCLONE_CASCADE)  # init-db's plan, the cascade's indexes included
     seeded_s = time.perf_counter() - began
     log(f"scale: {size} users seeded in {seeded_s:.1f} s")
-    store = UserStore(db, cascade=XCLONE_CASCADE)
-    clerk = ClerkAPI(fake.secret_key, fake.url + "/v1")
+    store = user_store(db, cascade=XCLONE_CASCADE)
+    clerk = UserSource(ClerkAPI(fake.secret_key, fake.url + "/v1"), store.fields)
     clock = _Clock(server_pid)
     fresh = make_users(ops, seed=f"scale{size}new", start_ms=users[-1]["created_at"] + 1000)
     page_calls = max(1, ops // 20)
@@ -188,22 +190,20 @@ def _measure_size(
     fake.add_user(warm)
     sync_user(store, clerk, warm["id"])  # connections, the SDK's first call, index checks
     log(f"scale: the server settled after {clock.settle():.0f} s")
-    clock.batch("insert", [partial(store.upsert_if_newer, map_clerk_user(u)) for u in fresh])
+    clock.batch("insert", [partial(store.upsert_if_newer, xclone_user(u)) for u in fresh])
     clock.batch(
-        "update", [partial(store.upsert_if_newer, map_clerk_user(_newer(u, 1000))) for u in to_update]
+        "update", [partial(store.upsert_if_newer, xclone_user(_newer(u, 1000))) for u in to_update]
     )
     clock.batch("delete", [partial(store.delete, u["id"]) for u in to_delete])
     clock.batch("sync", [partial(sync_user, store, clerk, u["id"]) for u in to_sync])
     # As many page calls at every size: a small collection's pages come round again, newer.
     groups = [page_users[i : i + PAGE] for i in range(0, len(page_users), PAGE)]
     pages = [[_newer(u, 3000 + 1000 * k) for u in groups[k % len(groups)]] for k in range(page_calls)]
-    reports = [ReconcileReport() for _ in pages]
+    reports = [ResourceReport("users") for _ in pages]
+    target = Target(store, clerk)
+    passes = [ResourcePass(target, report, dry_run=False, refresh=False) for report in reports]
     clock.batch(
-        "reconcile_page",
-        [
-            partial(_apply_page, store, page, report, "scale-run", None, False)
-            for page, report in zip(pages, reports, strict=True)
-        ],
+        "reconcile_page", [partial(run.apply_page, page) for run, page in zip(passes, pages, strict=True)]
     )
     if any(r.updated != PAGE for r in reports):
         raise RuntimeError(f"scale: reconcile pages updated {[r.updated for r in reports]} of {PAGE} each")

@@ -6,7 +6,7 @@ syncs twice: the first call creates the local user (201), the second refreshes i
 Requests go one at a time, so latency has no queueing in it.
 
 The parts are then timed in this process, on the same kinds of input, with the classes
-the route uses: ``SessionTokenVerifier.verify`` (JWT), ``ClerkAPI.get_user`` (Clerk call,
+the route uses: ``SessionTokenVerifier.verify`` (JWT), ``UserSource.get`` (Clerk call,
 through the SDK) and ``UserStore.upsert_if_newer`` plus the ``get`` that reads the user
 back (the database). What the three do not account for is HTTP, Flask and gunicorn.
 """
@@ -20,10 +20,11 @@ from bench import loadgen
 from bench.ingest import percentile
 from bench.servers import TestDatabase, log, running_app
 from tests.support.fake_clerk import FakeClerkAPI, make_users
+from tests.support.stores import user_store, xclone_user
 from tests.support.tokens_util import KeyPair, bearer, mint_token
 from webhook_service.clerk_api import ClerkAPI
-from webhook_service.domain import map_clerk_user
-from webhook_service.store import UserStore, connect
+from webhook_service.resources.users.clerk import UserSource
+from webhook_service.store.mongo import connect
 from webhook_service.tokens import SessionTokenVerifier
 
 SYNC_PATH = "/api/users/sync"
@@ -82,10 +83,10 @@ def run(database: TestDatabase, *, requests: int) -> dict[str, Any]:
         log(f"sync end to end: {end_to_end}")
 
         verifier = SessionTokenVerifier(jwt_key=keys.public_pem)
-        clerk = ClerkAPI(fake.secret_key, fake.url + "/v1")
         parts_uri, _ = database.new_database("sync_parts")
-        store = UserStore(connect(parts_uri))  # the service's client settings and write concern
-        store.ensure_indexes()
+        store = user_store(connect(parts_uri))  # the service's client settings and write concern
+        clerk = UserSource(ClerkAPI(fake.secret_key, fake.url + "/v1"), store.fields)
+        store.indexes.ensure()
         jwt_s: list[float] = []
         clerk_s: list[float] = []
         db_s: list[float] = []
@@ -93,9 +94,9 @@ def run(database: TestDatabase, *, requests: int) -> dict[str, Any]:
             user_id = ids[i % len(ids)]
             header = bearer(mint_token(keys, sub=user_id, lifetime_s=600))
             _timed(jwt_s, verifier.verify, header)
-            clerk_user = _timed(clerk_s, clerk.get_user, user_id)
+            clerk_user = _timed(clerk_s, clerk.get, user_id)
             began = time.perf_counter()
-            store.upsert_if_newer(map_clerk_user(clerk_user))
+            store.upsert_if_newer(xclone_user(clerk_user))
             store.get(user_id)
             db_s.append(time.perf_counter() - began)
     parts = {"jwt_verify": _ms(jwt_s), "clerk_get_user": _ms(clerk_s), "db_upsert_and_read": _ms(db_s)}

@@ -12,9 +12,10 @@ from tests.support.helpers import fresh_database
 from tests.support.mongo_server import MongoServer
 from tests.support.mongomock_compat import patched_mongomock
 from tests.support.signing import TEST_SECRET
+from tests.support.stores import user_store
 from tests.support.tokens_util import DEFAULT_AZP, instance_keys
-from webhook_service import Config, create_app
-from webhook_service.store import UserStore
+from webhook_service.app import create_app
+from webhook_service.config import Config
 
 
 @pytest.fixture(scope="session")
@@ -134,4 +135,4 @@ def mock_db(mongomock_compat):
 
 @pytest.fixture
 def mock_store(mock_db):
-    return UserStore(mock_db)
+    return user_store(mock_db)

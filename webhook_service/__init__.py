@@ -1,6 +1,6 @@
-"""Keeps an application's own MongoDB ``users`` collection correct against Clerk."""
+"""Keeps an application's own MongoDB collections correct against Clerk.
 
-from .app import create_app
-from .config import Config, ConfigError
-
-__all__ = ["Config", "ConfigError", "create_app"]
+The package imports nothing here: ``app.create_app`` builds the web app, ``config.Config``
+reads the environment, and the pure modules (``events``, ``fieldmap``, ``schema``, the
+resources' mappings) can be used without Flask or a database.
+"""

@@ -1,11 +1,14 @@
-"""Clerk's Backend API for users, read as raw JSON, with every wait bounded.
+"""Clerk's Backend API, read as raw JSON, with every wait bounded: one object by path,
+and paged lists of any resource.
 
 The SDK (clerk-backend-api) is kept where it serves: verifying session tokens
-(``tokens.py``). Its users API is left alone because it makes the service fragile:
-it parses every answer into closed enums, so a verification kind or status that
-Clerk adds turns a 200 into an exception, and it cannot page with ``starting_after``,
-the cursor Clerk's spec asks for on large lists. Here a user is the JSON Clerk sent,
-mapped by the same ``map_clerk_user`` as a webhook's ``data``.
+(``tokens.py``). Its resource APIs are left alone because they make the service fragile:
+they parse every answer into closed enums, so a verification kind or status that Clerk
+adds turns a 200 into an exception, and they cannot page with ``starting_after``, the
+cursor Clerk's spec asks for on large user lists. Here an object is the JSON Clerk sent,
+mapped by the same field map as a webhook's ``data``. Lists come in two shapes, both
+read here: a bare array (``/v1/users``) and ``{"data": [...], "total_count": N}``
+(organizations, memberships).
 
 Each request has a timeout and an explicit retry budget (5xx and connection errors;
 429 too where the caller asks, honouring ``Retry-After`` up to a cap). A caller that
@@ -18,12 +21,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 PAGE_SIZE = 500  # the most Clerk returns per page
-EXISTING_IDS_CHUNK = 100
 
 
 class ClerkUnavailable(Exception):
@@ -35,8 +38,16 @@ class ClerkUnavailable(Exception):
         self.retry_after_s = retry_after_s  # what Clerk's Retry-After asked for, if it said
 
 
-class ClerkUserNotFound(Exception):
-    """Clerk has no user with that id."""
+class ClerkNotFound(Exception):
+    """Clerk has no such object (a 404)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, and the list's total where Clerk says it."""
+
+    items: list[Any]
+    total_count: int | None = None
 
 
 class ClerkAPI:
@@ -70,53 +81,69 @@ class ClerkAPI:
         self._next_at = 0.0
         self.requests_sent = 0
 
-    def get_user(self, user_id: str) -> dict[str, Any]:
-        """The user as Clerk's JSON (the same keys a webhook's ``data`` has)."""
-        response = self._get(f"/users/{user_id}")
+    def get(self, path: str) -> dict[str, Any]:
+        """One object, e.g. ``/users/user_123``, as Clerk's JSON; ClerkNotFound on a 404."""
+        response = self._get(path)
         if response.status_code == 404:
-            raise ClerkUserNotFound("Clerk has no such user")
-        user = _json(response)
-        if not isinstance(user, dict):
-            raise ClerkUnavailable("Clerk API sent a user that is not a JSON object", response.status_code)
-        return user
+            raise ClerkNotFound(f"Clerk has no {path}")
+        obj = _json(response)
+        if not isinstance(obj, dict):
+            raise ClerkUnavailable(f"Clerk API sent a {path} that is not a JSON object", response.status_code)
+        return obj
 
-    def iter_user_pages(self, page_size: int = PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
-        """Every Clerk user, a page at a time, oldest first so new sign-ups land last.
+    def page(self, path: str, params: dict[str, Any]) -> Page:
+        """One page of a list, in either of Clerk's shapes."""
+        body = _json(self._get(path, params))
+        if isinstance(body, list):
+            return Page(body)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise ClerkUnavailable(
+                f"Clerk API sent a {path} list that is neither an array nor {{data: [...]}}"
+            )
+        total = body.get("total_count")
+        return Page(data, total if isinstance(total, int) and not isinstance(total, bool) else None)
 
-        Walks the cursor (``starting_after`` the last id of the previous page) and never
-        sends an ``offset``: large offsets slow down and time out on Clerk's side.
+    def iter_pages(
+        self, path: str, params: dict[str, Any], *, cursor: bool = False, page_size: int = PAGE_SIZE
+    ) -> Iterator[list[Any]]:
+        """Every object of a list, a page at a time, in the order ``params`` asks for.
+
+        With ``cursor`` it walks ``starting_after`` the last id of the previous page and
+        never sends an ``offset`` (Clerk's user list slows down and times out at large
+        offsets; the cursor needs a ``created_at`` order). Otherwise it pages by offset,
+        which lists without a cursor (organizations, memberships) offer. Either way the
+        walk ends at a page shorter than ``page_size``.
         """
-        params: dict[str, Any] = {"limit": page_size, "order_by": "+created_at"}
+        params = dict(params, limit=page_size)
+        offset = 0
         while True:
-            page = self._list(params)
+            page = self.page(path, params).items
             if page:
                 yield page
             if len(page) < page_size:
                 return
-            last = page[-1].get("id") if isinstance(page[-1], dict) else None
-            if not isinstance(last, str):
-                raise ClerkUnavailable("Clerk API sent a page whose last user has no id")
-            params = dict(params, starting_after=last)
+            if cursor:
+                last = page[-1].get("id") if isinstance(page[-1], dict) else None
+                if not isinstance(last, str):
+                    raise ClerkUnavailable(f"Clerk API sent a {path} page whose last object has no id")
+                params = dict(params, starting_after=last)
+            else:
+                offset += len(page)
+                params = dict(params, offset=offset)
 
-    def existing_ids(self, user_ids: list[str]) -> set[str]:
-        """Which of these ids Clerk still has (one list call per 100 ids)."""
-        found: set[str] = set()
-        for start in range(0, len(user_ids), EXISTING_IDS_CHUNK):
-            chunk = user_ids[start : start + EXISTING_IDS_CHUNK]
-            page = self._list({"user_id": chunk, "limit": len(chunk)})
-            found.update(u["id"] for u in page if isinstance(u, dict) and isinstance(u.get("id"), str))
-        return found
+    def count(self, path: str, params: dict[str, Any] | None = None) -> int:
+        """``total_count`` of ``/users/count`` and the like."""
+        body = _json(self._get(path, params))
+        total = body.get("total_count") if isinstance(body, dict) else None
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise ClerkUnavailable(f"Clerk API sent a {path} without an integer total_count")
+        return total
 
     def close(self) -> None:
         self._client.close()
 
     # -- transport -------------------------------------------------------------------
-
-    def _list(self, params: dict[str, Any]) -> list[Any]:
-        page = _json(self._get("/users", params))
-        if not isinstance(page, list):
-            raise ClerkUnavailable("Clerk API sent a user list that is not a JSON array")
-        return page
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
         """GET with retries inside the budget. Returns a 2xx or a 404; raises otherwise."""

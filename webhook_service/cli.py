@@ -11,21 +11,22 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from flask import Flask
 from flask.cli import with_appcontext
 from pymongo.errors import PyMongoError
 
+from .catalog import reconcile_targets, service_schema
 from .clerk_api import ClerkAPI, ClerkUnavailable
-from .domain import Outcome
-from .reconcile import ReconcileRefused, ReconcileReport, reconcile
+from .events import Outcome
+from .mirror.reconcile import ReconcileRefused, ReconcileReport, reconcile
 from .schema import MIGRATE_COMMAND
 from .services import current_services
-from .store import StoreUnavailable, ensure_indexes
-from .store import migrate as store_migrate
-from .store.indexes import failure_reason
+from .store.errors import StoreUnavailable
+from .store.indexes import ensure_indexes, failure_reason
+from .store.indexes import migrate as store_migrate
 
 FC = TypeVar("FC", bound=Callable[..., object])
 
@@ -55,12 +56,12 @@ def init_db(check: bool, migrate: bool) -> None:
     if check and migrate:
         fail("--check and --migrate exclude each other")
     services = current_services()
-    db, cascade, fields = services.db, services.config.delete_cascade, services.config.user_fields
+    db, schema = services.db, service_schema(services.config.declared)
     try:
         if migrate:
-            report = store_migrate(db, click.echo, cascade, fields)
+            report = store_migrate(db, schema, click.echo)
         else:
-            report = ensure_indexes(db, create=not check, cascade=cascade, fields=fields)
+            report = ensure_indexes(db, schema, create=not check)
     except StoreUnavailable as exc:
         fail(str(exc))
     except PyMongoError as exc:
@@ -138,7 +139,12 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
     report = ReconcileReport(dry_run=dry_run)
     try:
         report = reconcile(
-            services.store, clerk, dry_run=dry_run, force=force, refresh=refresh, on_page=progress.update
+            reconcile_targets(services.stores, clerk),
+            lambda: clerk.requests_sent,
+            dry_run=dry_run,
+            force=force,
+            refresh=refresh,
+            on_page=progress.update,
         )
     except ReconcileRefused as exc:
         progress.close()
@@ -148,10 +154,11 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
         done = progress.last.summary() if progress.last else "nothing done"
         fail(f"reconcile stopped: {exc}. So far: {done}. Rerunning is safe.")
     progress.close()
-    for clerk_id, reason in report.skipped:
-        click.echo(f"skipped {clerk_id}: {reason}")
-    for clerk_id in report.would_delete:
-        click.echo(f"would delete {clerk_id}")
+    for resource in report.resources:
+        for key, reason in resource.skipped:
+            click.echo(f"skipped {key}: {reason}")
+        for key in resource.would_delete:
+            click.echo(f"would delete {key}")
     click.echo(("dry run: " if dry_run else "reconciled: ") + report.summary())
 
 
@@ -159,21 +166,34 @@ class _Progress:
     """A tqdm bar on a terminal; one plain line per page otherwise."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
-
         self.tty = sys.stderr.isatty()
-        self.bar = tqdm(unit="user", desc="reconcile", disable=not self.tty, file=sys.stderr)
+        self.noun = "users"
+        self.bar = self._bar()
         self.last: ReconcileReport | None = None
 
+    def _bar(self) -> Any:
+        from tqdm import tqdm
+
+        unit = self.noun.removesuffix("s")
+        return tqdm(unit=unit, desc=f"reconcile {self.noun}", disable=not self.tty, file=sys.stderr)
+
     def update(self, report: ReconcileReport) -> None:
-        self.bar.update(report.seen - self.bar.n)
+        resource = report.current
+        if resource.noun != self.noun:  # the next resource: a bar of its own
+            self.bar.close()
+            self.noun = resource.noun
+            self.bar = self._bar()
+        self.bar.update(resource.seen - self.bar.n)
         self.last = report
-        counts = dict(created=report.created, updated=report.updated, unchanged=report.unchanged)
+        counts = dict(created=resource.created, updated=resource.updated, unchanged=resource.unchanged)
         if self.tty:
             self.bar.set_postfix(counts)
         else:
             detail = ", ".join(f"{k} {v}" for k, v in counts.items())
-            click.echo(f"page {report.pages}: {report.seen} users seen, {detail}", err=True)
+            prefix = "" if resource.noun == "users" else f"{resource.noun} "
+            click.echo(
+                f"{prefix}page {resource.pages}: {resource.seen} {resource.noun} seen, {detail}", err=True
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -209,18 +229,24 @@ def _since_option(help: str) -> Callable[[FC], FC]:
 
 @click.command("events")
 @click.option("--status", type=_OUTCOMES, help="Only deliveries with this outcome.")
-@click.option("--user", "user_id", help="Only deliveries for this Clerk user id.")
+@click.option("--user", "user_id", help="Only deliveries that name this Clerk user id.")
+@click.option("--org", "org_id", help="Only deliveries that name this Clerk organization id.")
 @click.option("--type", "event_type", help="Only this event type, e.g. user.updated.")
 @_since_option("Only deliveries received since: 30m, 2h, 7d or an ISO date.")
 @click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
 @with_appcontext
 def events_command(
-    status: str | None, user_id: str | None, event_type: str | None, since: datetime | None, limit: int
+    status: str | None,
+    user_id: str | None,
+    org_id: str | None,
+    event_type: str | None,
+    since: datetime | None,
+    limit: int,
 ) -> None:
     """List recent deliveries from the event log, newest first."""
     try:
         rows = current_services().events.find(
-            outcome=status, user_id=user_id, event_type=event_type, since=since, limit=limit
+            outcome=status, user_id=user_id, org_id=org_id, event_type=event_type, since=since, limit=limit
         )
     except Exception as exc:
         fail(f"could not read the event log: {type(exc).__name__}")
@@ -228,21 +254,31 @@ def events_command(
         error = f"  error={row['error']}" if row.get("error") else ""
         click.echo(
             f"{row['receivedAt']:%Y-%m-%d %H:%M:%S}  {row['_id']}  {row.get('type') or '-':<20} "
-            f"{row.get('userId') or '-':<32} {row.get('outcome'):<9} attempts={row.get('attempts', 1)}{error}"
+            f"{_named(row):<32} {row.get('outcome'):<9} attempts={row.get('attempts', 1)}{error}"
         )
     click.echo(f"{len(rows)} deliveries")
+
+
+def _named(row: dict[str, object]) -> str:
+    """The user a record names, else its organization, else its subject."""
+    named = row.get("userId") or row.get("orgId") or row.get("subjectId")
+    return str(named) if named else "-"
 
 
 @click.command("replay")
 @click.argument("svix_id", required=False)
 @click.option("--status", type=_OUTCOMES, help="Replay every stored delivery with this outcome.")
 @_since_option("Replay every stored delivery received since: 30m, 2h, 7d or an ISO date.")
+@click.option("--user", "user_id", help="Replay every stored delivery that names this Clerk user id.")
+@click.option("--org", "org_id", help="Replay every stored delivery that names this Clerk organization id.")
 @with_appcontext
-def replay_command(svix_id: str | None, status: str | None, since: datetime | None) -> None:
+def replay_command(
+    svix_id: str | None, status: str | None, since: datetime | None, user_id: str | None, org_id: str | None
+) -> None:
     """Re-process stored deliveries through the live code path (ordering and dedupe hold)."""
     services = current_services()
-    if not (svix_id or status or since):
-        fail("name a svix-id, or pass --status or --since")
+    if not (svix_id or status or since or user_id or org_id):
+        fail("name a svix-id, or pass --status, --since, --user or --org")
     try:
         if svix_id:
             record = services.events.get(svix_id)
@@ -250,7 +286,9 @@ def replay_command(svix_id: str | None, status: str | None, since: datetime | No
                 fail(f"no stored event with svix-id {svix_id}")
             records = [record]
         else:
-            records = services.events.find(outcome=status, since=since, limit=0, with_payload=True)
+            records = services.events.find(
+                outcome=status, since=since, user_id=user_id, org_id=org_id, limit=0, with_payload=True
+            )
     except StoreUnavailable as exc:
         fail(str(exc))
     except click.ClickException:

@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
-from .domain import CascadeRule, parse_cascade_rules
-from .fieldmap import FieldMap, FieldMapError, builtin_field_map, load_field_map
+from .cascade import CascadeRule, parse_cascade_rules
+from .catalog import Declarations
+from .fieldmap import FieldMap, FieldMapError
+from .resources.users.mapping import load_user_fields
+from .schema import SERVICE_COLLECTIONS, USERS
 
 N = TypeVar("N", int, float)
 # /metrics has a listener of its own, on loopback unless METRICS_ADDR says otherwise: the
@@ -50,11 +53,11 @@ class Config:
     user_fields_file: str | None = None
     # The field map the service writes by: USER_FIELDS_FILE's, or the built-in (xClone's),
     # with INSERT_ONLY_FIELDS applied. Read and checked once, when the config is made.
-    user_fields: FieldMap = field(default_factory=builtin_field_map, init=False, compare=False)
+    user_fields: FieldMap = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            fields = load_field_map(self.user_fields_file)
+            fields = load_user_fields(self.user_fields_file)
         except FieldMapError as exc:
             raise ConfigError(f"USER_FIELDS_FILE: {exc}") from None
         try:
@@ -116,6 +119,11 @@ class Config:
             raise ConfigError("SYNC_MIN_INTERVAL_S must be between 0 (off) and 86400 seconds")
 
     @property
+    def declared(self) -> Declarations:
+        """What the service keeps for this app (see ``catalog``)."""
+        return Declarations(self.user_fields, self.delete_cascade)
+
+    @property
     def clerk_server_url(self) -> str:
         """The SDK's ``server_url``: paths such as ``/users`` are appended to it."""
         return self.clerk_api_url.rstrip("/") + "/v1"
@@ -161,9 +169,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def delete_cascade_rules(text: str) -> tuple[CascadeRule, ...]:
+    """``DELETE_CASCADE``'s rules; ValueError names a bad one. The service's own collections
+    are off limits, and a rule may pull or unset on ``users`` but not delete other users."""
+    return parse_cascade_rules(text, owned=SERVICE_COLLECTIONS, kept=USERS)
+
+
 def _cascade(raw: str) -> tuple[CascadeRule, ...]:
     try:
-        return parse_cascade_rules(raw)
+        return delete_cascade_rules(raw)
     except ValueError as exc:
         raise ConfigError(f"DELETE_CASCADE: {exc}") from None
 

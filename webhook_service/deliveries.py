@@ -1,4 +1,5 @@
-"""What happens to a verified delivery: parse, decide, store, record.
+"""What happens to a verified delivery: parse, dispatch, store, record; and the webhook's
+HTTP contract, in one table.
 
 Both the webhook route and the ``replay`` command go through ``DeliveryHandler.handle``,
 so ordering, tombstones and dedupe hold the same way for a live delivery and for an
@@ -7,62 +8,67 @@ operator's replay.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
-from .domain import (
-    USER_EVENT_TYPES,
-    Event,
-    MalformedEvent,
-    Outcome,
-    map_clerk_user,
-    parse_event,
-    redacted_deletion,
-)
+from .dispatch import Stores, route
+from .events import MalformedEvent, Outcome, Subject, parse_event
 from .metrics import Metrics
-from .store import EventLog, EventRecord, ForeignIndexRefused, StoreUnavailable, UserStore
+from .store.errors import ForeignIndexRefused, StoreUnavailable
+from .store.eventlog import EventLog, EventRecord
 
 log = logging.getLogger("webhook_service.delivery")
 
 
+class Failure(StrEnum):
+    """Each way a delivery can fail, as the HTTP body's ``error`` names it."""
+
+    SIGNATURE = "invalid signature"
+    MALFORMED = "malformed event"
+    INDEX_CONFLICT = "index conflict"
+    UNAVAILABLE = "database unavailable"
+    INTERNAL = "internal error"
+
+
+# The webhook's HTTP contract. A 4xx is final: Svix does not retry it, and nothing was
+# written. A 5xx is retried by Svix (for about a day), which is right when the database is
+# down or refused the write, or on a bug (the event is kept for replay). 200 for the rest.
+STATUS = {
+    Failure.SIGNATURE: 400,
+    Failure.MALFORMED: 400,
+    Failure.INDEX_CONFLICT: 503,
+    Failure.UNAVAILABLE: 503,
+    Failure.INTERNAL: 500,
+}
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
-    """How a delivery ended, and the HTTP status that tells Svix whether to retry."""
+    """How a delivery ended, and what Svix is told."""
 
     outcome: Outcome
-    status: int
     event_type: str | None = None
-    user_id: str | None = None
+    subject: Subject | None = None
+    failure: Failure | None = None
     error: str | None = None
-    title: str | None = None  # the error's short name for the HTTP body, when not the status's
+    payload: str | None = None  # what the event log keeps of the body
 
+    @property
+    def status(self) -> int:
+        return 200 if self.failure is None else STATUS[self.failure]
 
-def apply_user_event(store: UserStore, event: Event, delivery_id: str | None) -> Outcome:
-    """Apply one Clerk event to the users collection; other event types change nothing."""
-    if event.type not in USER_EVENT_TYPES:
-        return Outcome.IGNORED
-    if event.type == "user.deleted":
-        return store.delete(event.data["id"], delivery_id)
-    return store.upsert_if_newer(map_clerk_user(event.data, store.fields), delivery_id).outcome
-
-
-def kept_payload(result: DeliveryResult, body: bytes) -> str | None:
-    """What the event log keeps of a body, for replay and no more. An ignored event's
-    body is not needed again and is not kept; a deletion keeps only the user's id, not
-    who deleted it from where (``event_attributes``)."""
-    if result.outcome is Outcome.IGNORED:
-        return None
-    if result.event_type == "user.deleted" and result.user_id is not None:
-        event = {"type": "user.deleted", "object": "event", "data": redacted_deletion(result.user_id)}
-        return json.dumps(event)
-    return body.decode("utf-8", errors="replace")
+    @property
+    def user_id(self) -> str | None:
+        """The user the event names, if any."""
+        return self.subject.user_id if self.subject is not None else None
 
 
 class DeliveryHandler:
-    def __init__(self, store: UserStore, events: EventLog, metrics: Metrics | None = None) -> None:
-        self.store = store
+    def __init__(self, stores: Stores, events: EventLog, metrics: Metrics | None = None) -> None:
+        self.stores = stores
         self.events = events
         self.metrics = metrics
 
@@ -70,38 +76,43 @@ class DeliveryHandler:
         """Handle a delivery whose signature has already been verified."""
         started = time.perf_counter()
         result = self._decide(delivery_id, body)
+        subject = result.subject
         self.events.record(
             EventRecord(
                 delivery_id=delivery_id,
                 event_type=result.event_type,
-                user_id=result.user_id,
+                subject=subject,
                 outcome=result.outcome,
-                payload=kept_payload(result, body),
+                payload=result.payload,
                 error=result.error,
             )
         )
         elapsed = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.delivery(result.event_type, result.outcome.value, elapsed)
+        status = result.status
+        extra: dict[str, Any] = {
+            "svix_id": delivery_id,
+            "event_type": result.event_type,
+            "user_id": result.user_id,
+            "outcome": result.outcome.value,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "error": result.error,
+        }
+        if subject is not None and subject.org_id is not None:
+            extra["org_id"] = subject.org_id
         log.log(
-            logging.WARNING if result.status >= 500 else logging.INFO,
-            "delivery %s type=%s user=%s outcome=%s status=%d duration_ms=%.1f%s",
+            logging.WARNING if status >= 500 else logging.INFO,
+            "delivery %s type=%s %s outcome=%s status=%d duration_ms=%.1f%s",
             delivery_id,
             result.event_type,
-            result.user_id,
+            _names(subject),
             result.outcome.value,
-            result.status,
+            status,
             elapsed * 1000,
             f" error={result.error}" if result.error else "",
-            extra={
-                "svix_id": delivery_id,
-                "event_type": result.event_type,
-                "user_id": result.user_id,
-                "outcome": result.outcome.value,
-                "status": result.status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "error": result.error,
-            },
+            extra=extra,
         )
         return result
 
@@ -109,19 +120,45 @@ class DeliveryHandler:
         try:
             event = parse_event(body)
         except MalformedEvent as exc:
-            return DeliveryResult(Outcome.REJECTED, 400, error=str(exc))
+            return DeliveryResult(
+                Outcome.REJECTED, failure=Failure.MALFORMED, error=str(exc), payload=_text(body)
+            )
+        routed = route(self.stores, event.type)
+        if routed is None:
+            return DeliveryResult(Outcome.IGNORED, event.type)
+        entry, store = routed
         try:
-            outcome = apply_user_event(self.store, event, delivery_id)
+            subject = entry.subject(event)
+        except MalformedEvent as exc:
+            return DeliveryResult(
+                Outcome.REJECTED, event.type, failure=Failure.MALFORMED, error=str(exc), payload=_text(body)
+            )
+        kept = entry.keep(event, subject, body)
+        try:
+            outcome = entry.apply(store, event, subject, delivery_id)
         except ForeignIndexRefused as exc:
             if self.metrics is not None:
                 self.metrics.index_conflict(exc.index)
-            return DeliveryResult(Outcome.FAILED, 503, event.type, event.user_id, str(exc), "index conflict")
+            return DeliveryResult(Outcome.FAILED, event.type, subject, Failure.INDEX_CONFLICT, str(exc), kept)
         except StoreUnavailable as exc:
             if self.metrics is not None:
                 self.metrics.db_error()
-            return DeliveryResult(Outcome.FAILED, 503, event.type, event.user_id, str(exc))
+            return DeliveryResult(Outcome.FAILED, event.type, subject, Failure.UNAVAILABLE, str(exc), kept)
         except Exception as exc:  # a bug: keep the event for replay, tell Svix to retry
             log.exception("delivery %s failed unexpectedly", delivery_id)
             error = f"internal error: {type(exc).__name__}"
-            return DeliveryResult(Outcome.FAILED, 500, event.type, event.user_id, error)
-        return DeliveryResult(outcome, 200, event.type, event.user_id)
+            return DeliveryResult(Outcome.FAILED, event.type, subject, Failure.INTERNAL, error, kept)
+        return DeliveryResult(outcome, event.type, subject, payload=kept)
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+def _names(subject: Subject | None) -> str:
+    """What the log line names: the user and, for organizations, the organization."""
+    if subject is None or subject.org_id is None:
+        return f"user={subject.user_id if subject is not None else None}"
+    if subject.user_id is None:
+        return f"org={subject.org_id}"
+    return f"org={subject.org_id} user={subject.user_id}"

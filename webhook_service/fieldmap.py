@@ -1,50 +1,28 @@
-"""The field map: which fields of the app's ``users`` documents come from Clerk, and how.
+"""A field map's grammar: which fields of the app's documents come from Clerk, and how.
 
-An app declares it in a TOML file (``USER_FIELDS_FILE``); without one the built-in map,
-``user_fields.toml`` beside this module, is xClone's. It is read and checked once, at
-start: a bad entry is a FieldMapError naming it, so a typo stops the service instead of
-quietly writing the wrong documents. Plain data, no I/O beyond reading the file.
-
-Clerk's metadata is JSON the user can write (``unsafe_metadata`` is set from the
-browser), and BSON cannot hold every JSON value as it is. ``storable`` is the one rule
-for such values: a value BSON holds as it is is stored as it is; any other (a key with
-``.`` or a leading ``$``, nesting deeper than MAX_DEPTH, an integer beyond 64 bits) is
-stored whole as its JSON text, a string. Nothing is dropped and no delivery fails on it.
+An app declares a map per resource in TOML (``USER_FIELDS_FILE``, and the organization
+map's ``[fields]`` and ``[memberships.fields]``). Each entry is a dotted path into Clerk's
+object, a ``$name`` the resource derives (its table of derived values, ``Derived``), or
+an app-owned field with a default. Read and checked once, at start: a bad entry is a
+FieldMapError naming it, so a typo stops the service instead of quietly writing the
+wrong documents. Plain data, no I/O beyond reading the file.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
-from enum import Enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
 from functools import cached_property
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-DERIVED = ("$primary_email", "$primary_phone", "$username", "$full_name")
-TYPES = ("string", "boolean", "integer", "number", "datetime", "object", "array")
-# The service's own fields on every user document; a map may not name them.
-BOOKKEEPING_FIELDS = (
-    "_id",
-    "usernameLower",
-    "usernameSource",
-    "clerkUpdatedAt",
-    "lastDeliveryId",
-    "clerkSyncedAt",
-    "reconcileRun",
-    "createdAt",
-    "updatedAt",
-)
-MAX_DEPTH = 20
-_INT64 = (-(2**63), 2**63 - 1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from .bookkeeping import BOOKKEEPING_FIELDS
+from .values import MISSING, TYPES, coerce, fresh_default, may_be_json_text, storable
+
 _ENTRY_KEYS = frozenset(("from", "type", "default", "insert_only", "nullable"))
-_TOP_KEYS = frozenset(("identity", "references", "fields"))
 _PATH = re.compile(r"^[^.$\s][^.\s]*(\.[^.\s]+)*$")
 
 
@@ -52,13 +30,13 @@ class FieldMapError(ValueError):
     """A field map entry the service cannot follow; the message names the entry."""
 
 
-class Missing(Enum):
-    """No value: the path is absent or null, or holds a type the field does not take."""
+@dataclass(frozen=True)
+class Derived:
+    """A value a resource computes from Clerk's object, named ``$name`` in its map."""
 
-    VALUE = "missing"
-
-
-MISSING = Missing.VALUE
+    read: Callable[[Mapping[str, Any]], Any] | None  # None: the resource writes it itself
+    once: bool = False  # may be mapped to one field only
+    bare: bool = False  # always has a value: takes no type, default or nullable
 
 
 @dataclass(frozen=True)
@@ -66,11 +44,12 @@ class FieldSpec:
     """One target field: where its value comes from, and what it becomes."""
 
     target: str
-    source: str | None  # a dotted path into Clerk's User object, a "$derived" name, or None (app-owned)
+    source: str | None  # a dotted path into Clerk's object, a "$derived" name, or None (app-owned)
     type: str | None = None  # None: any JSON value, stored by the ``storable`` rule
     default: Any = MISSING
     insert_only: bool = False
     nullable: bool = False  # no value and no default: store null rather than no field
+    derive: Callable[[Mapping[str, Any]], Any] | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def path(self) -> tuple[str, ...]:
@@ -81,6 +60,17 @@ class FieldSpec:
         """The ``$name`` of a derived value, else None."""
         return self.source if self.source is not None and self.source.startswith("$") else None
 
+    def read(self, obj: Mapping[str, Any]) -> Any:
+        """The raw value in Clerk's object (None when the path is absent)."""
+        if self.derive is not None:
+            return self.derive(obj)
+        value: Any = obj
+        for key in self.path:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(key)
+        return value
+
     def when_missing(self) -> Any:
         """The field's value when Clerk has none (MISSING: the document has no such field)."""
         if self.default is not MISSING:
@@ -90,16 +80,17 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class FieldMap:
-    """A checked map. Everything derived from it is computed once, on first use: the map
-    is compiled at start, not on every delivery."""
+    """A checked map for one resource. Everything derived from it is computed once, on
+    first use: the map is compiled at start, not on every delivery."""
 
-    identity: str
+    identity: tuple[str, ...]  # the fields that hold the record's Clerk identity
     references: tuple[str, ...]
     fields: tuple[FieldSpec, ...]
 
     @cached_property
     def sourced(self) -> tuple[FieldSpec, ...]:
-        return tuple(f for f in self.fields if f.source is not None and f.source != "$username")
+        """The fields read from Clerk's object, not those the resource writes itself."""
+        return tuple(f for f in self.fields if f.path or f.derive is not None)
 
     @cached_property
     def app_owned(self) -> dict[str, Any]:
@@ -110,27 +101,43 @@ class FieldMap:
     def insert_only(self) -> frozenset[str]:
         return frozenset(f.target for f in self.fields if f.insert_only)
 
+    @cached_property
+    def json_text_fields(self) -> frozenset[str]:
+        """Sourced fields whose value may be stored as JSON text (``values.storable``)."""
+        return frozenset(f.target for f in self.sourced if may_be_json_text(f.type))
+
     def target_of(self, derived: str) -> str | None:
         return next((f.target for f in self.fields if f.source == derived), None)
 
     @cached_property
-    def username(self) -> str | None:
-        return self.target_of("$username")
-
-    @cached_property
     def written_fields(self) -> frozenset[str]:
-        """Every field the service writes on a user document."""
-        own = (self.identity, *self.references, *(f.target for f in self.fields), *BOOKKEEPING_FIELDS)
+        """Every field the service writes on a document."""
+        own = (*self.identity, *self.references, *(f.target for f in self.fields), *BOOKKEEPING_FIELDS)
         return frozenset(own) - {"_id", "clerkSyncedAt", "reconcileRun"}
 
     @cached_property
     def public_fields(self) -> tuple[str, ...]:
-        """The document as sync returns it, in the map's order."""
-        return (self.identity, *(f.target for f in self.fields), "createdAt", "updatedAt")
+        """The document as the service shows it (sync's answer), in the map's order."""
+        return (*self.identity, *(f.target for f in self.fields), "createdAt", "updatedAt")
+
+    def values_of(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The sourced fields' values for Clerk's ``obj``, and the fields it has no value
+        for (and no default covers): the document is left without those."""
+        values: dict[str, Any] = {}
+        absent: list[str] = []
+        for spec in self.sourced:
+            value = coerce(spec.type, spec.read(obj))
+            if value is MISSING:
+                value = spec.when_missing()
+            if value is MISSING:
+                absent.append(spec.target)
+            else:
+                values[spec.target] = value
+        return values, tuple(absent)
 
     def insert_only_candidates(self) -> tuple[str, ...]:
         """Fields ``INSERT_ONLY_FIELDS`` may name: profile text copied from a path of Clerk's
-        user, which an app lets its users edit. Not derived values (the username rule, the
+        object, which an app lets its users edit. Not derived values (the username rule, the
         contact fields lookups rely on), and not flags such as ``banned``: access state
         stays Clerk's. A map file can still declare ``insert_only`` on any path field."""
         return tuple(f.target for f in self.fields if f.path and f.type in (None, "string"))
@@ -147,72 +154,24 @@ class FieldMap:
         return replace(self, fields=fields)
 
 
-def fresh_default(value: Any) -> Any:
-    """A copy of a default, so no two documents' writes share a list or a table."""
-    if isinstance(value, list):
-        return [fresh_default(v) for v in value]
-    if isinstance(value, dict):
-        return {k: fresh_default(v) for k, v in value.items()}
-    return value
-
-
-def builtin_path() -> Path:
-    return Path(str(files("webhook_service").joinpath("user_fields.toml")))
-
-
-def load_field_map(path: str | Path | None = None) -> FieldMap:
-    """The map in ``path``, or the built-in one; FieldMapError names what is wrong."""
-    source = Path(path) if path else builtin_path()
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A map file's table; FieldMapError names the file and what is wrong."""
+    source = Path(path)
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        return tomllib.loads(source.read_text(encoding="utf-8"))
     except OSError as exc:
         raise FieldMapError(f"{source}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FieldMapError(f"{source}: not TOML: {exc}") from None
-    try:
-        return parse_field_map(data)
-    except FieldMapError as exc:
-        raise FieldMapError(f"{source}: {exc}") from None
 
 
-_BUILTIN: list[FieldMap] = []
+def check_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str = "") -> None:
+    if unknown := sorted(set(table) - set(known)):
+        raise FieldMapError(f"{where}unknown key {unknown[0]!r} (known: {', '.join(known)})")
 
 
-def builtin_field_map() -> FieldMap:
-    """xClone's map, read once per process."""
-    if not _BUILTIN:
-        _BUILTIN.append(load_field_map())
-    return _BUILTIN[0]
-
-
-def parse_field_map(data: Mapping[str, Any]) -> FieldMap:
-    if unknown := sorted(set(data) - _TOP_KEYS):
-        raise FieldMapError(f"unknown key {unknown[0]!r} (known: identity, references, fields)")
-    identity = _target(data.get("identity", "clerkId"), "identity")
-    references = data.get("references", [])
-    if not isinstance(references, list):
-        raise FieldMapError("references must be a list of field names")
-    refs = tuple(_target(name, f"references[{i}]") for i, name in enumerate(references))
-    table = data.get("fields")
-    if not isinstance(table, dict) or not table:
-        raise FieldMapError("[fields] must be a table with at least one field")
-    specs = tuple(_entry(_target(name, f"fields.{name}"), raw) for name, raw in table.items())
-    for spec in specs:
-        if spec.target == identity:
-            raise FieldMapError(
-                f"fields.{spec.target}: is the identity field, which the service writes itself"
-            )
-    for i, name in enumerate(refs):
-        if name == identity:
-            raise FieldMapError(f"references[{i}]: {name!r} is the identity field")
-    for derived in ("$username",):
-        targets = [s.target for s in specs if s.source == derived]
-        if len(targets) > 1:
-            raise FieldMapError(f"fields.{targets[1]}: {derived} is mapped twice (also to {targets[0]})")
-    return FieldMap(identity, refs, specs)
-
-
-def _target(name: Any, where: str) -> str:
+def field_name(name: Any, where: str) -> str:
+    """A target field's name: a plain top-level field that is not one of the service's own."""
     if not isinstance(name, str) or not name:
         raise FieldMapError(f"{where}: a field name must be a non-empty string")
     if "." in name or name.startswith("$"):
@@ -222,8 +181,29 @@ def _target(name: Any, where: str) -> str:
     return name
 
 
-def _entry(target: str, raw: Any) -> FieldSpec:
-    where = f"fields.{target}"
+def parse_fields(
+    table: Any, where: str, derived: Mapping[str, Derived], identity: tuple[str, ...] = ()
+) -> tuple[FieldSpec, ...]:
+    """A ``[fields]`` table as specs; ``derived`` is the resource's table of ``$names``."""
+    if not isinstance(table, dict) or not table:
+        raise FieldMapError(f"[{where}] must be a table with at least one field")
+    specs = tuple(
+        _entry(field_name(name, f"{where}.{name}"), raw, where, derived) for name, raw in table.items()
+    )
+    for spec in specs:
+        if spec.target in identity:
+            article = "the" if len(identity) == 1 else "an"
+            message = f"is {article} identity field, which the service writes itself"
+            raise FieldMapError(f"{where}.{spec.target}: {message}")
+    for name, rule in derived.items():
+        targets = [s.target for s in specs if s.source == name]
+        if rule.once and len(targets) > 1:
+            raise FieldMapError(f"{where}.{targets[1]}: {name} is mapped twice (also to {targets[0]})")
+    return specs
+
+
+def _entry(target: str, raw: Any, table: str, derived: Mapping[str, Derived]) -> FieldSpec:
+    where = f"{table}.{target}"
     entry = {"from": raw} if isinstance(raw, str) else raw
     if not isinstance(entry, dict):
         raise FieldMapError(f"{where}: must be a string (a path or $name) or a table")
@@ -232,10 +212,14 @@ def _entry(target: str, raw: Any) -> FieldSpec:
     source, kind = entry.get("from"), entry.get("type")
     if source is not None and not isinstance(source, str):
         raise FieldMapError(f"{where}: 'from' must be a string")
+    rule = None
     if isinstance(source, str):
-        if source.startswith("$") and source not in DERIVED:
-            raise FieldMapError(f"{where}: unknown source {source!r} (known: {', '.join(DERIVED)})")
-        if not source.startswith("$") and not _PATH.match(source):
+        if source.startswith("$"):
+            rule = derived.get(source)
+            if rule is None:
+                known = ", ".join(derived) or "none for this resource"
+                raise FieldMapError(f"{where}: unknown source {source!r} (known: {known})")
+        elif not _PATH.match(source):
             raise FieldMapError(f"{where}: 'from' {source!r} is not a dotted path")
     if kind is not None and kind not in TYPES:
         raise FieldMapError(f"{where}: unknown type {kind!r} (known: {', '.join(TYPES)})")
@@ -247,8 +231,12 @@ def _entry(target: str, raw: Any) -> FieldSpec:
         raise FieldMapError(f"{where}: needs 'from' (Clerk's value) or 'default' (an app-owned field)")
     if source is None and (kind is not None or entry.get("insert_only")):
         raise FieldMapError(f"{where}: an app-owned field (no 'from') takes only a default")
-    if source == "$username" and (default is not MISSING or kind is not None or entry.get("nullable")):
-        raise FieldMapError(f"{where}: $username always has a value; it takes no type, default or nullable")
+    if (
+        rule is not None
+        and rule.bare
+        and (default is not MISSING or kind is not None or entry.get("nullable"))
+    ):
+        raise FieldMapError(f"{where}: {source} always has a value; it takes no type, default or nullable")
     if default is not MISSING:
         _check_default(where, kind, default)
     return FieldSpec(
@@ -258,6 +246,7 @@ def _entry(target: str, raw: Any) -> FieldSpec:
         default,
         insert_only=bool(entry.get("insert_only", False)),
         nullable=bool(entry.get("nullable", False)),
+        derive=rule.read if rule is not None else None,
     )
 
 
@@ -274,55 +263,3 @@ def _check_default(where: str, kind: str | None, default: Any) -> None:
             raise FieldMapError(f"{where}: default {default!r} is not of type {kind}")
     if storable(default) is not default:
         raise FieldMapError(f"{where}: default has a key with '.' or '$', or nests too deeply")
-
-
-def coerce(kind: str | None, value: Any) -> Any:
-    """``value`` as a field of type ``kind`` holds it, or MISSING if it is another type."""
-    if value is None:
-        return MISSING
-    if kind is None:
-        return storable(value)
-    if kind == "string":
-        return value if isinstance(value, str) else MISSING
-    if kind == "boolean":
-        return value if isinstance(value, bool) else MISSING
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "integer":
-        return value if number and isinstance(value, int) and _INT64[0] <= value <= _INT64[1] else MISSING
-    if kind == "number":
-        return value if number and (isinstance(value, float) or _INT64[0] <= value <= _INT64[1]) else MISSING
-    if kind == "datetime":
-        return _datetime(value) if number else MISSING
-    if kind == "object":
-        return storable(value) if isinstance(value, dict) else MISSING
-    return storable(value) if isinstance(value, list) else MISSING
-
-
-def _datetime(milliseconds: float) -> Any:
-    """Clerk's Unix milliseconds as a UTC date (BSON keeps milliseconds)."""
-    try:
-        return _EPOCH + timedelta(milliseconds=int(milliseconds))
-    except (OverflowError, ValueError):
-        return MISSING
-
-
-def storable(value: Any) -> Any:
-    """``value`` itself if BSON holds it as it is, else its JSON text (see the module doc)."""
-    return value if _plain(value, 0) else json.dumps(value, ensure_ascii=False)
-
-
-def _plain(value: Any, depth: int) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, (str, float, datetime)):
-        return True
-    if isinstance(value, int):
-        return _INT64[0] <= value <= _INT64[1]
-    if depth >= MAX_DEPTH:
-        return False
-    if isinstance(value, list):
-        return all(_plain(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and k and "." not in k and not k.startswith("$") and _plain(v, depth + 1)
-            for k, v in value.items()
-        )
-    return False

@@ -13,12 +13,10 @@ import os
 import time
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
     start_http_server,
 )
@@ -127,11 +125,6 @@ def registry() -> CollectorRegistry:
     from prometheus_client import REGISTRY
 
     return REGISTRY
-
-
-def render() -> tuple[bytes, str]:
-    """The exposition text, as the metrics listener serves it."""
-    return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
 def serve(host: str, port: int) -> None:

@@ -13,19 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .domain import CascadeRule
-from .fieldmap import FieldMap
+from .cascade import CascadeRule
 
 USERS = "users"
 TOMBSTONES = "deleted_users"
+ORG_TOMBSTONES = "deleted_organizations"
+MEMBERSHIP_TOMBSTONES = "deleted_memberships"
 EVENTS = "events"
+# Collections only the service writes: no cascade rule may name them.
+SERVICE_COLLECTIONS = (TOMBSTONES, ORG_TOMBSTONES, MEMBERSHIP_TOMBSTONES, EVENTS)
 MIGRATE_COMMAND = "flask --app wsgi init-db --migrate"
 INIT_COMMAND = "flask --app wsgi init-db"
-
-# Fields that Clerk lets two users share at once, or lack: an app's unique index on one
-# refuses users Clerk has, and an address or number moving between two users whose
-# events arrive out of order.
-_CONTACTS = {"$primary_email": "an email address (phone or web3 sign-in)", "$primary_phone": "a phone number"}
 
 
 @dataclass(frozen=True)
@@ -64,39 +62,6 @@ class IndexSpec:
         return f"{kind}{describe_keys(self.keys)}{ttl}"
 
 
-def service_indexes(fields: FieldMap) -> tuple[IndexSpec, ...]:
-    """The indexes the field map needs on ``users``, and the event log's."""
-    specs = [
-        IndexSpec(
-            USERS,
-            f"{fields.identity}_unique",
-            ((fields.identity, 1),),
-            "one document per Clerk user; orders writes",
-            unique=True,
-            required=True,
-        )
-    ]
-    if fields.username is not None:
-        specs.append(
-            IndexSpec(
-                USERS,
-                "usernameLower_unique",
-                (("usernameLower", 1),),
-                "usernames unique regardless of case",
-                unique=True,
-                partial={"usernameLower": {"$type": "string"}},
-                required=True,
-            )
-        )
-    if (email := fields.target_of("$primary_email")) is not None:
-        specs.append(IndexSpec(USERS, email, ((email, 1),), "lookups by email"))
-    for name in fields.references:
-        specs.append(
-            IndexSpec(USERS, name, ((name, 1),), "removing a deleted user from the lists that hold it")
-        )
-    return (*specs, *EVENT_INDEXES)
-
-
 EVENT_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec(
         EVENTS,
@@ -116,20 +81,72 @@ EVENT_INDEXES: tuple[IndexSpec, ...] = (
         required=True,
     ),
 )
+ORG_EVENT_INDEX = IndexSpec(
+    EVENTS,
+    "orgId",
+    (("orgId", 1), ("receivedAt", -1)),
+    "finding an organization's deliveries, and erasing them when it is deleted",
+    required=True,
+)
 
 
-def cascade_indexes(rules: Iterable[CascadeRule], service: Iterable[IndexSpec] = ()) -> tuple[IndexSpec, ...]:
-    """One index per field a ``DELETE_CASCADE`` rule matches, on the app's collection:
-    without it every deletion scans that collection, and its cost grows with it. Additive
-    and non-unique, so safe to create beside the app's own. Named as mongoose names an
-    index on the field (``user_1``), so the app's own declaration of it is a no-op."""
+@dataclass(frozen=True)
+class CollectionRules:
+    """What the service needs of the app's own unique indexes on a collection it writes.
+
+    ``unique`` are the field sets the service keeps unique itself: an index whose key
+    holds one of them is unique by implication and harmless. ``contacts`` are fields whose
+    values Clerk lets two records share or lack (an email address, a phone number), with
+    what they are, for the conflict's wording.
+    """
+
+    collection: str
+    noun: str
+    unique: tuple[tuple[str, ...], ...]
+    written: frozenset[str]
+    contacts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSchema:
+    """Every index the service wants, and the rules for the collections it writes."""
+
+    wanted: tuple[IndexSpec, ...]
+    rules: tuple[CollectionRules, ...]
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        names = (
+            *SERVICE_COLLECTIONS,
+            *(r.collection for r in self.rules),
+            *(s.collection for s in self.wanted),
+        )
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def own(self) -> frozenset[str]:
+        """The collections the service mirrors into or keeps itself (the rest are the app's)."""
+        return frozenset((*SERVICE_COLLECTIONS, *(r.collection for r in self.rules)))
+
+
+def cascade_indexes(
+    rules: Iterable[CascadeRule],
+    service: Iterable[IndexSpec] = (),
+    *,
+    deleted: str = "user",
+    source: str = "DELETE_CASCADE",
+) -> tuple[IndexSpec, ...]:
+    """One index per field a cascade rule matches, on the app's collection: without it
+    every deletion scans that collection, and its cost grows with it. Additive and
+    non-unique, so safe to create beside the app's own. Named as mongoose names an index on
+    the field (``user_1``), so the app's own declaration of it is a no-op."""
     wanted = {(spec.collection, spec.fields) for spec in service}
     specs: dict[tuple[str, tuple[str, ...]], IndexSpec] = {}
     for rule in rules:
         key = (rule.collection, (rule.field,))
         if key in wanted or key in specs:
             continue
-        purpose = f"finding what a deleted user leaves in {rule.collection} (DELETE_CASCADE)"
+        purpose = f"finding what a deleted {deleted} leaves in {rule.collection} ({source})"
         specs[key] = IndexSpec(rule.collection, f"{rule.field}_1", ((rule.field, 1),), purpose)
     return tuple(specs.values())
 
@@ -196,24 +213,23 @@ class IndexPlan:
     create: list[IndexSpec] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
 
-    @property
-    def missing_required(self) -> list[IndexSpec]:
-        return [spec for spec in self.create if spec.required]
-
 
 def describe_keys(keys: Iterable[tuple[str, Any]]) -> str:
     return ", ".join(k if v == 1 else f"{k} {v}" for k, v in keys)
 
 
-def plan_indexes(
-    existing: Iterable[ExistingIndex], fields: FieldMap, wanted: Iterable[IndexSpec]
-) -> IndexPlan:
+def plan_indexes(existing: Iterable[ExistingIndex], schema: ServiceSchema) -> IndexPlan:
     """Reuse what serves, create what is missing (under a free name), report conflicts."""
     existing = list(existing)
     plan = IndexPlan()
-    plan.conflicts = [c for ix in existing if (c := _users_conflict(ix, fields)) is not None]
+    rules = {r.collection: r for r in schema.rules}
+    plan.conflicts = [
+        c
+        for ix in existing
+        if ix.collection in rules and (c := _conflict(ix, rules[ix.collection])) is not None
+    ]
     conflicting = {(c.index.collection, c.index.name) for c in plan.conflicts}
-    for spec in wanted:
+    for spec in schema.wanted:
         same_collection = [ix for ix in existing if ix.collection == spec.collection]
         serving = next((ix for ix in same_collection if _serves(ix, spec)), None)
         if serving is not None and (spec.collection, serving.name) not in conflicting:
@@ -230,7 +246,10 @@ def plan_indexes(
 
 
 def _serves(index: ExistingIndex, spec: IndexSpec) -> bool:
-    """Whether ``index`` gives the service what ``spec`` is for."""
+    """Whether ``index`` gives the service what ``spec`` is for. A required index is named
+    by its key pattern in the store's hints, so only that exact pattern serves it."""
+    if spec.required and tuple((k, _direction(v)) for k, v in index.keys) != spec.keys:
+        return False
     if spec.unique:
         return (
             index.unique
@@ -243,8 +262,15 @@ def _serves(index: ExistingIndex, spec: IndexSpec) -> bool:
     return index.fields[: len(spec.fields)] == spec.fields and index.partial is None and not index.sparse
 
 
+def _direction(value: Any) -> Any:
+    """A key's direction as a hint spells it (``listIndexes`` may say ``1.0``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _covers_every_value(index: ExistingIndex, spec: IndexSpec) -> bool:
     """A partial filter that still indexes every document the service writes."""
+    if len(spec.fields) != 1:
+        return False
     [name] = spec.fields
     return index.partial in ({name: {"$exists": True}}, {name: {"$type": "string"}})
 
@@ -261,27 +287,28 @@ def _same_identity(index: ExistingIndex, spec: IndexSpec) -> bool:
     )
 
 
-def _users_conflict(index: ExistingIndex, field_map: FieldMap) -> Conflict | None:
-    """A unique index on ``users`` that refuses documents the service must be able to write."""
-    if index.collection != USERS or not index.unique or index.name == "_id_":
+def _conflict(index: ExistingIndex, rules: CollectionRules) -> Conflict | None:
+    """A unique index that refuses documents the service must be able to write."""
+    if not index.unique or index.name == "_id_":
         return None
-    fields, written = set(index.fields), field_map.written_fields
-    # Kept unique by the service itself (usernames case-insensitively, which implies them as written).
-    if fields & {field_map.identity, "usernameLower", field_map.username}:
+    fields, noun = set(index.fields), rules.noun
+    # Unique by implication: its key holds a set of fields the service keeps unique itself.
+    if any(set(kept) <= fields for kept in rules.unique):
         return None
-    replacement = IndexSpec(USERS, index.name, tuple((k, v) for k, v in index.keys), "lookups")
-    contact = next((what for src, what in _CONTACTS.items() if fields == {field_map.target_of(src)}), None)
+    replacement = IndexSpec(rules.collection, index.name, tuple((k, v) for k, v in index.keys), "lookups")
+    contact = next((what for name, what in rules.contacts.items() if fields == {name}), None)
+    written = fields & rules.written
     if contact is not None:
         breaks = (
-            f"refuses a second user without {contact}, and one moving from one user to another "
+            f"refuses a second {noun} without {contact}, and one moving from one {noun} to another "
             "when its two events arrive out of order"
         )
-    elif fields & written:
-        breaks = f"refuses two users with the same {', '.join(sorted(fields & written))}, which Clerk allows"
+    elif written:
+        breaks = f"refuses two {noun}s with the same {', '.join(sorted(written))}, which Clerk allows"
     elif index.sparse or index.partial is not None:
         return None  # never indexes the documents the service writes
     else:
-        breaks = f"refuses a second user without {', '.join(sorted(fields))}, which the service never sets"
+        breaks = f"refuses a second {noun} without {', '.join(sorted(fields))}, which the service never sets"
     return Conflict(index, breaks, replacement)
 
 

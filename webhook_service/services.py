@@ -13,12 +13,17 @@ from typing import Any
 from flask import current_app
 from pymongo.database import Database
 
+from .catalog import build_event_log, build_stores, service_schema
 from .clerk_api import ClerkAPI
 from .config import Config
 from .deliveries import DeliveryHandler
+from .dispatch import Stores
 from .metrics import Metrics
+from .resources.users.clerk import UserSource
 from .signatures import WebhookVerifier
-from .store import EventLog, UserStore, connect
+from .store.eventlog import EventLog
+from .store.indexes import IndexGate
+from .store.mongo import connect
 from .sync import UserSync
 from .tokens import JwksCache, SessionTokenVerifier
 
@@ -31,7 +36,8 @@ class Services:
 
     config: Config
     db: Database[Any]
-    store: UserStore
+    indexes: IndexGate
+    stores: Stores
     events: EventLog
     verifier: WebhookVerifier
     tokens: SessionTokenVerifier
@@ -50,10 +56,12 @@ def current_services() -> Services:
 def build_services(config: Config, db: Database[Any] | None = None) -> Services:
     db = db if db is not None else connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     metrics = Metrics()
-    store = UserStore(db, fields=config.user_fields, cascade=config.delete_cascade)
-    events = EventLog(db, retention_days=config.event_retention_days, fields=config.user_fields)
+    indexes = IndexGate(db, service_schema(config.declared))
+    stores = build_stores(db, config.declared, indexes)
+    events = build_event_log(db, indexes, retention_days=config.event_retention_days)
     clerk = None
     jwks = None
+    sync = None
     if config.clerk_secret_key:
         clerk = ClerkAPI(
             config.clerk_secret_key,
@@ -63,6 +71,8 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
             on_status=metrics.clerk_call,
         )
         jwks = JwksCache(config.clerk_api_url, config.clerk_secret_key)
+        source = UserSource(clerk, config.user_fields)
+        sync = UserSync(stores.users, source, min_interval_s=config.sync_min_interval_s)
     tokens = SessionTokenVerifier(
         jwt_key=config.clerk_jwt_key,
         authorized_parties=config.authorized_parties,
@@ -72,12 +82,13 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
     return Services(
         config=config,
         db=db,
-        store=store,
+        indexes=indexes,
+        stores=stores,
         events=events,
         verifier=WebhookVerifier(config.webhook_signing_secret),
         tokens=tokens,
         clerk=clerk,
-        sync=UserSync(store, clerk, min_interval_s=config.sync_min_interval_s) if clerk else None,
+        sync=sync,
         metrics=metrics,
-        deliveries=DeliveryHandler(store, events, metrics),
+        deliveries=DeliveryHandler(stores, events, metrics),
     )

@@ -536,7 +536,7 @@ def json_run(database_uri) -> JsonRun:
         (bob_created.svix_id, "user.created", bob["id"], "applied", 200),
         (bob_deleted.svix_id, "user.deleted", bob["id"], "deleted", 200),
         (ignored.svix_id, "session.created", None, "ignored", 200),
-        (malformed.svix_id, None, None, "rejected", 400),
+        (malformed.svix_id, "user.updated", None, "rejected", 400),  # its type's check refused it
     ]
     secrets = {
         "signing secret": TEST_SECRET,

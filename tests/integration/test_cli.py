@@ -152,7 +152,7 @@ def test_events_lists_every_delivery_with_type_user_outcome_and_attempts(app, de
         "bob_created": ("user.created", bob["id"], "applied", "1"),
         "bob_deleted": ("user.deleted", bob["id"], "deleted", "1"),
         "session": ("session.created", "-", "ignored", "1"),
-        "malformed": ("-", "-", "rejected", "1"),
+        "malformed": ("user.created", "-", "rejected", "1"),  # its type's own check refused it
     }
     for name, (event_type, user, outcome, attempts) in expected.items():
         row = by_id[ids[name]]
@@ -268,7 +268,7 @@ def test_replay_without_a_selection_says_what_to_pass(app):
     result = cli(app, "replay")
 
     assert result.exit_code == 1
-    assert one_line_error(result) == "Error: name a svix-id, or pass --status or --since"
+    assert one_line_error(result) == "Error: name a svix-id, or pass --status, --since, --user or --org"
 
 
 def fail_deliveries_during_outage(app, client, server, users: list[dict[str, Any]]) -> list[str]:

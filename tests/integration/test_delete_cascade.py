@@ -18,10 +18,13 @@ from pymongo.errors import AutoReconnect
 
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data
 from tests.support.helpers import clerk_user, deliver, msg_id, new_id
+from tests.support.stores import user_store, xclone_user
 from tests.support.xclone import XCLONE_CASCADE, seed_app_data
-from webhook_service.domain import Outcome, map_clerk_user, parse_cascade_rules
-from webhook_service.store import StoreUnavailable, UserStore
+from webhook_service.config import delete_cascade_rules
+from webhook_service.events import Outcome
+from webhook_service.resources.users.store import UserStore
 from webhook_service.store.erasure import Eraser
+from webhook_service.store.errors import StoreUnavailable
 
 
 def two_users(client, db) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -41,7 +44,7 @@ def snapshot(db) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture
 def app(make_app):
-    return make_app(delete_cascade=parse_cascade_rules(XCLONE_CASCADE + ",bookmarks.owner:unset"))
+    return make_app(delete_cascade=delete_cascade_rules(XCLONE_CASCADE + ",bookmarks.owner:unset"))
 
 
 def test_the_cascade_removes_exactly_the_deleted_users_content(client, db):
@@ -111,7 +114,7 @@ def commands() -> CommandLog:
 @pytest.fixture
 def store(mongo_uri, commands):
     client = MongoClient(mongo_uri, event_listeners=[commands])
-    yield UserStore(client.get_default_database(), cascade=parse_cascade_rules(XCLONE_CASCADE))
+    yield user_store(client.get_default_database(), cascade=delete_cascade_rules(XCLONE_CASCADE))
     client.close()
 
 
@@ -121,10 +124,10 @@ def store_xclone(store: UserStore) -> dict[str, Any]:
     notifications both ways and B to itself, and one notification naming A by Clerk id."""
     ids = {"a": new_id(), "b": new_id()}
     for clerk in ids.values():
-        written = store.upsert_if_newer(map_clerk_user(clerk_user(clerk, 1)), msg_id())
+        written = store.upsert_if_newer(xclone_user(clerk_user(clerk, 1)), msg_id())
         assert written.outcome is Outcome.APPLIED
     a, b = (store.get(ids[k])["_id"] for k in ("a", "b"))
-    store.users.update_one({"_id": b}, {"$set": {"followers": [a], "following": [a]}})
+    store.documents.update_one({"_id": b}, {"$set": {"followers": [a], "following": [a]}})
     db = store.db
     post_a = db.posts.insert_one({"user": a, "content": "by A", "likes": [b]}).inserted_id
     post_b = db.posts.insert_one({"user": b, "content": "by B", "likes": [a, b]}).inserted_id
@@ -216,15 +219,15 @@ def test_a_repeated_store_delete_is_a_duplicate_that_sends_no_write(store, comma
 
 def test_unset_sets_the_field_to_null_by_object_id_and_by_clerk_id(mongo_uri):
     client = MongoClient(mongo_uri)
-    store = UserStore(client.get_default_database(), cascade=parse_cascade_rules("users.referrer:unset"))
+    store = user_store(client.get_default_database(), cascade=delete_cascade_rules("users.referrer:unset"))
     a, b, c = new_id(), new_id(), new_id()
     for clerk in (a, b, c):
-        store.upsert_if_newer(map_clerk_user(clerk_user(clerk, 1)), msg_id())
+        store.upsert_if_newer(xclone_user(clerk_user(clerk, 1)), msg_id())
     a_oid = store.get(a)["_id"]
-    store.users.update_one({"clerkId": b}, {"$set": {"referrer": a_oid}})
-    store.users.update_one({"clerkId": c}, {"$set": {"referrer": a}})
+    store.documents.update_one({"clerkId": b}, {"$set": {"referrer": a_oid}})
+    store.documents.update_one({"clerkId": c}, {"$set": {"referrer": a}})
     other = ObjectId()
-    store.users.update_one({"clerkId": a}, {"$set": {"referrer": other}})
+    store.documents.update_one({"clerkId": a}, {"$set": {"referrer": other}})
 
     assert store.delete(a, msg_id()) is Outcome.DELETED
 
@@ -240,7 +243,7 @@ class DiesOnThirdRule(Eraser):
     died = False
 
     def _apply_cascade_rule(self, rule, references) -> None:
-        if rule == self.cascade[2] and not self.died:
+        if rule == self.erasure.cascade[2] and not self.died:
             self.died = True
             raise AutoReconnect("connection lost mid-cascade")
         super()._apply_cascade_rule(rule, references)
@@ -248,8 +251,8 @@ class DiesOnThirdRule(Eraser):
 
 def test_a_cascade_interrupted_at_the_third_rule_is_finished_by_the_retry(store):
     data = store_xclone(store)
-    dying = UserStore(store.db, cascade=store.cascade)
-    dying._eraser = DiesOnThirdRule(store.db, dying.fields, store.cascade)
+    dying = user_store(store.db, cascade=store.cascade)
+    dying._eraser = DiesOnThirdRule(store.db, dying._eraser.erasure)
     first_msg = msg_id()
 
     with pytest.raises(StoreUnavailable):
@@ -296,13 +299,13 @@ def test_a_deleted_user_brought_back_by_a_killed_insert_is_cascaded_on_the_retry
     gone = new_id()
     assert store.delete(gone, msg_id()) is Outcome.DELETED
     created, created_msg = clerk_user(gone, 1), msg_id()
-    ghost = store.users.insert_one(store._document(map_clerk_user(created), created_msg)).inserted_id
+    ghost = store.documents.insert_one(store._document(xclone_user(created), created_msg)).inserted_id
     store.db.posts.insert_one({"user": ghost, "content": "by the ghost", "likes": [data["b"]]})
     store.db.posts.update_one({"_id": data["post_b"]}, {"$push": {"likes": ghost}})
-    store.users.update_one({"_id": data["b"]}, {"$push": {"followers": ghost}})
+    store.documents.update_one({"_id": data["b"]}, {"$push": {"followers": ghost}})
     before = content(store.db)
 
-    assert store.upsert_if_newer(map_clerk_user(created), created_msg).outcome is Outcome.STALE
+    assert store.upsert_if_newer(xclone_user(created), created_msg).outcome is Outcome.STALE
 
     assert store.get(gone) is None
     after = content(store.db)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import clerk_settings
 from tests.support.helpers import clerk_user, deliver, new_id, post_sync
-from webhook_service.fieldmap import MAX_DEPTH, storable
+from webhook_service.values import MAX_DEPTH, storable
 
 
 def write_map(tmp_path: Path, text: str) -> Path:
@@ -46,6 +46,10 @@ PLAIN = {
     "just-deep-enough": deep(MAX_DEPTH - 2),
     "string": "hello",
     "number": 12,
+    # Strings that look like JSON stay strings: only the rule's own text is read back.
+    "json-looking-string": '{"theme": "dark"}',
+    "digits": "1180591620717411303424",
+    "hostile-looking-string": '{"a.b":1}',
 }
 METADATA_MAP = """
 identity = "clerkUserId"
@@ -90,4 +94,4 @@ def test_metadata_is_stored_by_the_rule_and_sync_returns_it_intact(metadata_app,
     fake_clerk.add_user(user)
     response = post_sync(client, user_id)
     assert response.status_code == 200, response.get_json()
-    assert response.get_json()["prefs"] == stored["prefs"]
+    assert response.get_json()["prefs"] == prefs  # the JSON the browser set, whichever rule stored it

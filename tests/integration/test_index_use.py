@@ -27,9 +27,9 @@ from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted
 from tests.support.helpers import SYNC, WEBHOOK, deliver, newer
 from tests.support.signing import signed_delivery
 from tests.support.tokens_util import bearer, mint_token
-from webhook_service import create_app
-from webhook_service.domain import parse_cascade_rules
-from webhook_service.store import users as users_module
+from webhook_service.app import create_app
+from webhook_service.config import delete_cascade_rules
+from webhook_service.mirror import batched as batched_module
 
 XCLONE_CASCADE = (
     "posts.user:delete,comments.user:delete,notifications.from:delete,notifications.to:delete,"
@@ -102,7 +102,7 @@ def watched(mongo_uri: str, fake_clerk: FakeClerkAPI) -> Iterator[tuple[Flask, R
     db = client.get_database(write_concern=WriteConcern(w="majority", j=True))
     config = make_config(
         mongo_uri,
-        delete_cascade=parse_cascade_rules(XCLONE_CASCADE),
+        delete_cascade=delete_cascade_rules(XCLONE_CASCADE),
         **clerk_settings(fake_clerk),
     )
     app = create_app(config, db=db)
@@ -203,7 +203,7 @@ def test_the_once_per_run_walk_reads_the_collection_once(watched, fake_clerk, mo
     would scan the collection once per page on a server that plans an ``_id`` range as a
     scan (SecantusDB does), and the walk would grow with the square of the users."""
     app, recorder, _ = watched
-    monkeypatch.setattr(users_module, "UNSEEN_PAGE", 10)
+    monkeypatch.setattr(batched_module, "UNSEEN_PAGE", 10)
     users = seed(app, fake_clerk, count=35)
     for user in users[:12]:
         fake_clerk.remove_user(user["id"])

@@ -13,9 +13,9 @@ import pytest
 
 from tests.support.helpers import USER_DOC_FIELDS, assert_matches_clerk, clerk_user, deliver, new_id
 from tests.support.signing import TEST_SECRET
+from tests.support.stores import XCLONE_FIELDS, user_store, xclone_user
 from webhook_service.config import Config, ConfigError
-from webhook_service.domain import map_clerk_user
-from webhook_service.store import UserStore, connect
+from webhook_service.store.mongo import connect
 
 BASE = {"MONGODB_URI": "mongodb://localhost:27017/xclone", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
 NAMES = ("firstName", "lastName")
@@ -87,14 +87,14 @@ def test_insert_only_profile_picture_keeps_the_apps_image(make_app):
 @pytest.fixture
 def store(mongo_uri):
     db = connect(mongo_uri)
-    yield UserStore(db, insert_only_fields=NAMES)
+    yield user_store(db, XCLONE_FIELDS.with_insert_only(NAMES))
     db.client.close()
 
 
 def test_reconcile_insert_writes_the_insert_only_fields(store):
     data = clerk_version(new_id(), 0, "Grace", "grace@example.com", "https://i/g")
 
-    [(outcome, fresh)] = store.insert_new([map_clerk_user(data)], {"reconcileRun": "run-1"})
+    [(outcome, fresh)] = store.insert_new([xclone_user(data)], {"reconcileRun": "run-1"})
 
     assert outcome == "applied" and fresh
     doc = store.get(data["id"])
@@ -106,8 +106,8 @@ def test_upserts_of_a_new_user_write_the_insert_only_fields(store):
     single = clerk_version(new_id(), 0, "Grace", "grace@example.com", "https://i/g")
     paged = clerk_version(new_id(), 0, "Alan", "alan@example.com", "https://i/t")
 
-    assert store.upsert_if_newer(map_clerk_user(single), "msg_1").created
-    assert store.upsert_many_if_newer([map_clerk_user(paged)]) == ["applied"]
+    assert store.upsert_if_newer(xclone_user(single), "msg_1").created
+    assert store.upsert_many_if_newer([xclone_user(paged)]) == ["applied"]
 
     for data in (single, paged):
         doc = store.get(data["id"])
@@ -117,11 +117,11 @@ def test_upserts_of_a_new_user_write_the_insert_only_fields(store):
 
 def test_a_later_upsert_leaves_the_insert_only_fields_alone(store):
     uid = new_id()
-    store.upsert_if_newer(map_clerk_user(clerk_version(uid, 0, "Grace", "g@example.com", "https://i/g")))
-    store.users.update_one({"clerkId": uid}, {"$set": {"firstName": "Amazing", "lastName": "Grace"}})
+    store.upsert_if_newer(xclone_user(clerk_version(uid, 0, "Grace", "g@example.com", "https://i/g")))
+    store.documents.update_one({"clerkId": uid}, {"$set": {"firstName": "Amazing", "lastName": "Grace"}})
 
     later = clerk_version(uid, 3, "Hopper", "h@example.com", "https://i/h")
-    assert store.upsert_many_if_newer([map_clerk_user(later)]) == ["applied"]
+    assert store.upsert_many_if_newer([xclone_user(later)]) == ["applied"]
 
     doc = store.get(uid)
     assert (doc["firstName"], doc["lastName"]) == ("Amazing", "Grace")

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.support.stores import xclone_user
 from webhook_service.dev.local_clerk import TOKEN_PATH, LocalClerk, generate_signing_key, public_pem_of
 from webhook_service.dev.sample_events import sample_users
-from webhook_service.domain import map_clerk_user, unmappable_reason
+from webhook_service.events import unstorable_reason
 from webhook_service.tokens import JwksCache, SessionTokenVerifier, TokenError
 
 
@@ -78,9 +79,9 @@ def test_users_list_is_a_json_array_of_the_sample_users(clerk):
 
 def test_the_sample_users_are_ones_the_service_can_store():
     users = sample_users()
-    mapped = [map_clerk_user(u) for u in users]
+    mapped = [xclone_user(u) for u in users]
 
-    assert [unmappable_reason(u) for u in users] == [None] * len(users)
+    assert [unstorable_reason(u) for u in users] == [None] * len(users)
     assert len({m.values["email"] for m in mapped}) == len({m.username for m in mapped}) == len(users)
     assert [m.values["firstName"] for m in mapped] == ["Ada", "Grace", "Alan", "Margaret"]
     assert mapped[1].values["email"] == "grace.hopper@example.com"  # her primary is not listed first

@@ -14,7 +14,7 @@ from bson import json_util
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import WEBHOOK
 from tests.support.signing import signed_delivery
-from webhook_service.store import UserStore
+from tests.support.stores import user_store
 
 
 def send(client, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def test_a_deletion_outside_webhooks_erases_too(app, client, db):
     send(client, "user.created", linus)
     flush(app)
 
-    UserStore(db).delete(linus["id"])
+    user_store(db).delete(linus["id"])
 
     dump = everything(db)
     for value in personal(linus):

@@ -39,10 +39,10 @@ from tests.support.helpers import (
     one_line_error,
 )
 from tests.support.signing import signed_delivery
-from webhook_service import reconcile as reconcile_module
+from tests.support.stores import xclone_user
 from webhook_service.dev.sample_events import now_ms
-from webhook_service.domain import map_clerk_user
-from webhook_service.store import users as users_module
+from webhook_service.mirror import batched as batched_module
+from webhook_service.resources.users.clerk import UserSource
 
 PAGE = 500
 START_MS = 1_672_531_200_000  # make_users' default start: 2023-01-01
@@ -336,13 +336,13 @@ def test_a_deletion_phase_lasting_several_bulk_timeouts_completes(
     """Each bound covers one command, never the walk over the unseen users: the deletions
     made between its batches run under their own deadlines, however long the phase lasts,
     and each batch the walk reads later is bounded alone."""
-    monkeypatch.setattr(users_module, "UNSEEN_PAGE", 50)  # the walk reads three batches
+    monkeypatch.setattr(batched_module, "UNSEEN_PAGE", 50)  # the walk reads three batches
     # Deletions run in batches of 5, while the walk is open: 25 of them.
-    monkeypatch.setattr(reconcile_module, "DELETION_BATCH", 5)
-    store = app.extensions["webhook_service"].store
+    monkeypatch.setattr(UserSource, "confirm_batch", 5)
+    store = app.extensions["webhook_service"].stores.users
     keep = fake_clerk.add_user(make_clerk_user(seed="keep-through-slow-deletes"))
     gone = make_users(122, seed="gone-slowly")
-    store.insert_new([map_clerk_user(u) for u in (keep, *gone)], {})
+    store.insert_new([xclone_user(u) for u in (keep, *gone)], {})
     store.bulk_timeout_s = bulk_timeout_s = 0.5
     # Every delete command of the service waits 150 ms first: 25 batches take over 3.7 s.
     with fail_point(mongo_uri, "alwaysOn", failCommands=["delete"], blockConnection=True, blockTimeMS=150):

@@ -18,7 +18,7 @@ from tests.conftest import clerk_settings
 from tests.support.fake_clerk import make_deleted_data, make_webhook_event
 from tests.support.helpers import T0, clerk_user, deliver, msg_id, new_id, newer, post_sync
 from tests.support.signing import signed_delivery
-from webhook_service.domain import parse_cascade_rules
+from webhook_service.config import delete_cascade_rules
 
 SAAS_MAP = Path(__file__).resolve().parents[2] / "docs/examples/saas-user-fields.toml"
 BOOKKEEPING = {"_id", "clerkUpdatedAt", "lastDeliveryId", "createdAt", "updatedAt", "reconcileRun"}
@@ -36,7 +36,7 @@ def make_saas(make_app, fake_clerk):
             user_fields_file=str(map_file),
             **clerk_settings(fake_clerk),
             db_timeout_ms=30_000,
-            delete_cascade=parse_cascade_rules(overrides.pop("delete_cascade", "")),
+            delete_cascade=delete_cascade_rules(overrides.pop("delete_cascade", "")),
             **overrides,
         )
 

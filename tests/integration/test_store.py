@@ -29,24 +29,22 @@ from tests.support.helpers import (
     msg_id,
     new_id,
 )
-from webhook_service.domain import (
-    Outcome,
-    disambiguated_username,
-    email_username,
-    map_clerk_user,
-)
-from webhook_service.store import EventLog, EventRecord, UserStore, connect
+from tests.support.stores import event_log, user_record, user_store, xclone_user
+from webhook_service.events import Outcome
+from webhook_service.resources.users.store import UserStore
+from webhook_service.resources.users.usernames import disambiguated_username, email_username
+from webhook_service.store.mongo import connect
 
 
 @pytest.fixture
 def store(mongo_uri):
     db = connect(mongo_uri)
-    yield UserStore(db)
+    yield user_store(db)
     db.client.close()
 
 
 def upsert(store: UserStore, data: dict[str, Any], delivery_id: str | None = None) -> Outcome:
-    return store.upsert_if_newer(map_clerk_user(data), delivery_id or msg_id()).outcome
+    return store.upsert_if_newer(xclone_user(data), delivery_id or msg_id()).outcome
 
 
 def suffix(clerk_id_: str) -> str:
@@ -54,7 +52,7 @@ def suffix(clerk_id_: str) -> str:
 
 
 def users_by_clerk_id(store: UserStore) -> dict[str, dict[str, Any]]:
-    docs = list(store.users.find({}))
+    docs = list(store.documents.find({}))
     counts = Counter(d["clerkId"] for d in docs)
     assert all(n == 1 for n in counts.values()), f"duplicate documents: {counts}"
     return {d["clerkId"]: d for d in docs}
@@ -68,7 +66,7 @@ def test_create_writes_clerk_fields_and_app_owned_defaults(store):
         new_id(), 0, email="ada.lovelace+news@example.com", first_name="Ada", last_name="Lovelace"
     )
 
-    result = store.upsert_if_newer(map_clerk_user(data), msg_id())
+    result = store.upsert_if_newer(xclone_user(data), msg_id())
 
     assert result.outcome is Outcome.APPLIED and result.created
     doc = store.get(data["id"])
@@ -88,7 +86,7 @@ def test_newer_and_equal_versions_apply_older_is_stale(store):
     assert upsert(store, clerk_user(uid, 10, first_name="V10")) is Outcome.APPLIED
 
     newer = clerk_user(uid, 20, first_name="V20")
-    result = store.upsert_if_newer(map_clerk_user(newer), msg_id())
+    result = store.upsert_if_newer(xclone_user(newer), msg_id())
     assert result.outcome is Outcome.APPLIED and not result.created
     assert_matches_clerk(store.get(uid), newer)
 
@@ -124,7 +122,7 @@ def test_app_owned_fields_survive_later_upserts(store):
         "followers": [fan],
         "following": [friend],
     }
-    store.users.update_one({"clerkId": uid}, {"$set": app_fields})
+    store.documents.update_one({"clerkId": uid}, {"$set": app_fields})
 
     newer = clerk_user(uid, 2, first_name="Renamed", username="renamed")
     assert upsert(store, newer) is Outcome.APPLIED
@@ -145,10 +143,10 @@ def test_delete_removes_user_writes_tombstone_and_cleans_follow_lists(store):
     gone_oid = store.get(gone)["_id"]
     alice_oid = store.get(alice)["_id"]
     bob_oid = store.get(bob)["_id"]
-    store.users.update_one(
+    store.documents.update_one(
         {"clerkId": alice}, {"$set": {"followers": [gone_oid, bob_oid], "following": [gone_oid]}}
     )
-    store.users.update_one(
+    store.documents.update_one(
         {"clerkId": bob}, {"$set": {"followers": [gone_oid], "following": [alice_oid, gone_oid]}}
     )
 
@@ -162,7 +160,7 @@ def test_delete_removes_user_writes_tombstone_and_cleans_follow_lists(store):
     assert store.get(alice)["following"] == []
     assert store.get(bob)["followers"] == []
     assert store.get(bob)["following"] == [alice_oid]
-    assert store.users.count_documents({"$or": [{"followers": gone_oid}, {"following": gone_oid}]}) == 0
+    assert store.documents.count_documents({"$or": [{"followers": gone_oid}, {"following": gone_oid}]}) == 0
 
 
 def test_delete_first_then_created_or_updated_recreates_nothing(store):
@@ -173,7 +171,7 @@ def test_delete_first_then_created_or_updated_recreates_nothing(store):
     assert upsert(store, clerk_user(uid, 2, first_name="Later")) is Outcome.STALE
 
     assert store.get(uid) is None
-    assert store.users.count_documents({}) == 0
+    assert store.documents.count_documents({}) == 0
     assert store.is_deleted(uid)
 
 
@@ -201,14 +199,14 @@ def test_replayed_delete_is_duplicate(store):
 def test_delete_of_unknown_id_blocks_a_later_create(store):
     uid = new_id()
     assert store.delete(uid, msg_id()) is Outcome.DELETED
-    result = store.upsert_if_newer(map_clerk_user(clerk_user(uid, 1)), msg_id())
+    result = store.upsert_if_newer(xclone_user(clerk_user(uid, 1)), msg_id())
     assert result.outcome is Outcome.STALE and not result.created
-    assert store.users.count_documents({"clerkId": uid}) == 0
+    assert store.documents.count_documents({"clerkId": uid}) == 0
 
 
 def _insert_without_tombstone_check(store: UserStore, data: dict[str, Any], delivery_id: str) -> ObjectId:
     """The document an insert leaves when its worker is killed before the tombstone check."""
-    return store.users.insert_one(store._document(map_clerk_user(data), delivery_id)).inserted_id
+    return store.documents.insert_one(store._document(xclone_user(data), delivery_id)).inserted_id
 
 
 @pytest.mark.parametrize("newer_write_first", [False, True], ids=["retry-next", "newer-update-first"])
@@ -221,7 +219,7 @@ def test_retry_of_a_killed_insert_removes_a_deleted_user_it_brought_back(store, 
     assert store.delete(uid, msg_id()) is Outcome.DELETED
     created, created_msg = clerk_user(uid, 1), msg_id()
     ghost = _insert_without_tombstone_check(store, created, created_msg)
-    store.users.update_one({"clerkId": follower}, {"$push": {"following": ghost}})
+    store.documents.update_one({"clerkId": follower}, {"$push": {"following": ghost}})
     if newer_write_first:
         assert upsert(store, clerk_user(uid, 2)) is Outcome.APPLIED  # updates run no check
 
@@ -239,13 +237,13 @@ def test_retry_of_a_killed_insert_removes_a_deleted_user_it_brought_back(store, 
 def test_legacy_document_is_adopted_by_first_event(store, kind):
     uid = new_id()
     friend = ObjectId()
-    store.users.insert_one(legacy_user_doc(uid, friend))
+    store.documents.insert_one(legacy_user_doc(uid, friend))
     data = clerk_user(uid, 1 if kind == "user.created" else 7, email="new@example.com", username="newname")
 
-    result = store.upsert_if_newer(map_clerk_user(data), msg_id())
+    result = store.upsert_if_newer(xclone_user(data), msg_id())
 
     assert result.outcome is Outcome.APPLIED and not result.created
-    assert store.users.count_documents({"clerkId": uid}) == 1
+    assert store.documents.count_documents({"clerkId": uid}) == 1
     doc = store.get(uid)
     assert_matches_clerk(doc, data)
     assert doc["bio"] == "legacy bio" and doc["location"] == "Paris" and doc["followers"] == [friend]
@@ -268,7 +266,7 @@ def test_two_derived_usernames_from_one_local_part_are_disambiguated(store):
     assert store.get(first)["username"] == "alice"
     assert store.get(second)["username"] == disambiguated_username("alice", second)
     assert store.get(second)["email"] == "Alice@other.example"
-    lowers = [d["usernameLower"] for d in store.users.find({})]
+    lowers = [d["usernameLower"] for d in store.documents.find({})]
     assert len(lowers) == len(set(lowers)) == 2
     # Deterministic: the same event again (a new delivery) lands on the same name.
     assert upsert(store, clerk_user(second, 3, email="Alice@other.example")) is Outcome.APPLIED
@@ -381,7 +379,7 @@ def test_username_swap_converges_under_every_arrival_order(store, intermediates)
         docs = {uid: store.get(uid) for uid in (a, b)}
         for uid, data in final.items():
             assert_matches_clerk(docs[uid], data)
-    assert len({d["usernameLower"] for d in store.users.find({})}) == store.users.count_documents({})
+    assert len({d["usernameLower"] for d in store.documents.find({})}) == store.documents.count_documents({})
 
 
 def test_email_moving_between_users_never_fails(store):
@@ -391,7 +389,7 @@ def test_email_moving_between_users_never_fails(store):
     a_final = clerk_user(a, 2, email="a.new@example.com", username="a_user")
 
     assert upsert(store, b_final) is Outcome.APPLIED  # B has A's old email before A's update
-    assert store.users.count_documents({"email": "shared@example.com"}) == 2
+    assert store.documents.count_documents({"email": "shared@example.com"}) == 2
     assert upsert(store, a_final) is Outcome.APPLIED
 
     docs = users_by_clerk_id(store)
@@ -548,8 +546,8 @@ class _LosesTheInsertRace:
 
 def test_update_that_loses_the_insert_race_to_an_older_create_is_applied(store):
     uid = new_id()
-    created = map_clerk_user(clerk_user(uid, 0, first_name="v0"))
-    store.users = _LosesTheInsertRace(store.users, store._document(created, msg_id()))
+    created = xclone_user(clerk_user(uid, 0, first_name="v0"))
+    store.documents = _LosesTheInsertRace(store.documents, store._document(created, msg_id()))
 
     assert upsert(store, clerk_user(uid, 1, first_name="v1")) is Outcome.APPLIED
     assert_matches_clerk(store.get(uid), clerk_user(uid, 1, first_name="v1"))
@@ -559,10 +557,10 @@ def test_update_that_loses_the_insert_race_to_an_older_create_is_applied(store):
 
 
 def test_event_log_records_outcome_and_counts_attempts(store):
-    events = EventLog(store.db, retention_days=3, flush_interval_s=60)
+    events = event_log(store.db, retention_days=3, flush_interval_s=60)
     try:
         msg, uid = msg_id(), new_id()
-        events.record(EventRecord(msg, "user.updated", uid, Outcome.APPLIED, payload='{"x": 1}'))
+        events.record(user_record(msg, "user.updated", uid, Outcome.APPLIED, payload='{"x": 1}'))
         events.flush()
         first = events.get(msg)
         assert first["outcome"] == "applied" and first["lastOutcome"] == "applied"
@@ -571,7 +569,7 @@ def test_event_log_records_outcome_and_counts_attempts(store):
         assert first["payload"] == '{"x": 1}'
         assert first["expiresAt"] - first["receivedAt"] == timedelta(days=3)
 
-        events.record(EventRecord(msg, "user.updated", uid, Outcome.DUPLICATE, payload='{"x": 1}'))
+        events.record(user_record(msg, "user.updated", uid, Outcome.DUPLICATE, payload='{"x": 1}'))
         events.flush()
         second = events.get(msg)
         assert second["outcome"] == "applied"
@@ -584,11 +582,11 @@ def test_event_log_records_outcome_and_counts_attempts(store):
 
 
 def test_event_log_failed_then_applied_shows_applied(store):
-    events = EventLog(store.db, flush_interval_s=60)
+    events = event_log(store.db, flush_interval_s=60)
     try:
         msg = msg_id()
-        events.record(EventRecord(msg, "user.created", "user_x", Outcome.FAILED, error="database error"))
-        events.record(EventRecord(msg, "user.created", "user_x", Outcome.APPLIED))
+        events.record(user_record(msg, "user.created", "user_x", Outcome.FAILED, error="database error"))
+        events.record(user_record(msg, "user.created", "user_x", Outcome.APPLIED))
         events.flush()
         doc = events.get(msg)
         assert doc["outcome"] == "applied" and doc["attempts"] == 2 and doc["error"] is None
@@ -597,7 +595,7 @@ def test_event_log_failed_then_applied_shows_applied(store):
 
 
 def test_event_log_ttl_index_exists(store):
-    store.ensure_indexes()
+    store.indexes.ensure()
     info = store.db["events"].index_information()
     ttl = [spec for spec in info.values() if spec["key"] == [("expiresAt", 1)]]
     assert len(ttl) == 1
@@ -606,7 +604,7 @@ def test_event_log_ttl_index_exists(store):
 
 def test_first_write_creates_the_indexes(store):
     assert upsert(store, clerk_user(new_id(), 1)) is Outcome.APPLIED
-    users = store.users.index_information()
+    users = store.documents.index_information()
     unique = {tuple(k for k, _ in spec["key"]) for spec in users.values() if spec.get("unique")}
     assert ("clerkId",) in unique and ("usernameLower",) in unique
     events = store.db["events"].index_information().values()
@@ -624,10 +622,10 @@ def test_flush_waits_for_the_batch_the_writer_thread_has_in_flight(store):
     """flush() is the promise that every record so far is stored, even while the
     background writer (here flushing every millisecond) holds a batch mid-write."""
     for round_ in range(8):
-        events = EventLog(store.db, flush_interval_s=0.001, max_batch=50)
+        events = event_log(store.db, flush_interval_s=0.001, max_batch=50)
         try:
             for i in range(300):
-                events.record(EventRecord(f"r{round_}-{i}", "user.created", "user_x", Outcome.APPLIED))
+                events.record(user_record(f"r{round_}-{i}", "user.created", "user_x", Outcome.APPLIED))
             events.flush()
             assert store.db["events"].count_documents({"_id": {"$regex": f"^r{round_}-"}}) == 300
         finally:
@@ -657,10 +655,10 @@ def test_records_arriving_while_a_batch_is_written_wait_for_the_next_full_batch(
     an insert and a tombstone check."""
     inserts = _EventInserts()
     client = MongoClient(mongo_uri, event_listeners=[inserts], tz_aware=True)
-    events = EventLog(client.get_default_database(), flush_interval_s=30, batch_size=50)
+    events = event_log(client.get_default_database(), flush_interval_s=30, batch_size=50)
     try:
         for i in range(400):
-            events.record(EventRecord(f"steady-{i}", "user.updated", "user_x", Outcome.APPLIED, payload="{}"))
+            events.record(user_record(f"steady-{i}", "user.updated", "user_x", Outcome.APPLIED, payload="{}"))
             time.sleep(0.002)
         events.flush()
         assert client.get_default_database()["events"].count_documents({}) == 400

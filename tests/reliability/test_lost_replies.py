@@ -19,8 +19,8 @@ from tests.conftest import make_config
 from tests.support.fake_clerk import make_clerk_user, make_users, make_webhook_event
 from tests.support.helpers import SERVICE_APP_NAME, WEBHOOK, fail_point, post_sync
 from tests.support.signing import signed_delivery
-from webhook_service import create_app
-from webhook_service.domain import map_clerk_user
+from tests.support.stores import xclone_user
+from webhook_service.app import create_app
 
 WRITE_CONCERN_ERROR = {
     "code": 64,
@@ -109,8 +109,8 @@ def test_reconcile_through_lost_replies_stops_on_an_undurable_page_and_a_rerun_c
 ) -> None:
     users = make_users(40, seed="lost-reply-reconcile")
     fake_clerk.users = users
-    store = app.extensions["webhook_service"].store
-    store.insert_new([map_clerk_user(u) for u in users[:20]], {})  # half known locally, older
+    store = app.extensions["webhook_service"].stores.users
+    store.insert_new([xclone_user(u) for u in users[:20]], {})  # half known locally, older
     fake_clerk.users = [dict(u, updated_at=u["updated_at"] + 1000, first_name="Renamed") for u in users]
     runner = app.test_cli_runner()
 

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 from tests.support.helpers import USER_DOC_FIELDS
 from webhook_service.dev.sample_events import clerk_id, make_clerk_user, make_deleted_data, make_webhook_event
-from webhook_service.domain import disambiguated_username, fallback_username
+from webhook_service.resources.users.usernames import disambiguated_username, fallback_username
 
 T = TypeVar("T")
 

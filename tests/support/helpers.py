@@ -22,9 +22,9 @@ from werkzeug.test import Client
 
 from tests.support.fake_clerk import FakeClerkAPI, clerk_id, make_clerk_user, make_webhook_event
 from tests.support.signing import signed_delivery
+from tests.support.stores import xclone_user
 from tests.support.tokens_util import bearer, mint_token
 from webhook_service import metrics
-from webhook_service.domain import map_clerk_user
 
 WEBHOOK = "/api/webhooks/clerk"
 SYNC = "/api/users/sync"
@@ -97,7 +97,7 @@ USER_DOC_FIELDS = frozenset(
 def assert_matches_clerk(doc: dict[str, Any] | None, data: dict[str, Any]) -> None:
     """The Clerk-owned fields of ``doc`` equal what ``data`` (a Clerk User) maps to."""
     assert doc is not None, f"no document for {data['id']}"
-    expected = map_clerk_user(data)
+    expected = xclone_user(data)
     assert expected.username is not None and expected.username_source is not None
     assert doc["clerkId"] == expected.clerk_id
     for name in ("email", "firstName", "lastName", "profilePicture", "banned", "locked"):

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.fake_clerk import make_webhook_event
 from tests.support.helpers import WEBHOOK, clerk_user, deliver, metrics_text, new_id
 from tests.support.signing import signed_delivery
-from webhook_service.domain import Outcome
+from webhook_service.events import Outcome
 from webhook_service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ MULTIPROCESS_SCRIPT = textwrap.dedent(
     """
     import os, sys, tempfile, time
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
-    from prometheus_client import multiprocess
+    from prometheus_client import generate_latest, multiprocess
     from prometheus_client.parser import text_string_to_metric_families
     from webhook_service import metrics  # the gunicorn master imports it before forking
     master = time.time()
@@ -121,7 +121,7 @@ MULTIPROCESS_SCRIPT = textwrap.dedent(
         multiprocess.mark_process_dead(pid)  # what gunicorn.conf.py's child_exit does
     values = {
         s.name: s.value
-        for family in text_string_to_metric_families(metrics.render()[0].decode())
+        for family in text_string_to_metric_families(generate_latest(metrics.registry()).decode())
         for s in family.samples
     }
     print(master, float(delivered[0]), values["clerk_webhook_started_timestamp_seconds"],

@@ -7,8 +7,8 @@ import pytest
 
 from tests.support.signing import TEST_SECRET
 from tests.support.xclone import XCLONE_CASCADE
-from webhook_service import Config, ConfigError
-from webhook_service.domain import CascadeRule, parse_cascade_rules
+from webhook_service.cascade import CascadeRule, parse_cascade_rules
+from webhook_service.config import Config, ConfigError, delete_cascade_rules
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_a_malformed_rule_is_a_config_error_naming_it(rule):
 
 
 def test_xclones_value_parses_to_six_rules():
-    rules = parse_cascade_rules(XCLONE_CASCADE)
+    rules = delete_cascade_rules(XCLONE_CASCADE)
     assert (rules[0].collection, rules[0].field, rules[0].action) == ("posts", "user", "delete")
     assert (rules[4].collection, rules[4].field, rules[4].action) == ("posts", "likes", "pull")
     assert len(rules) == 6
@@ -37,11 +37,28 @@ def test_xclones_value_parses_to_six_rules():
 @pytest.mark.parametrize("rule", ["system.profile.x:delete", "deleted_users.x:unset", "users.x:delete"])
 def test_rules_on_collections_the_service_or_server_owns_are_refused(rule):
     with pytest.raises(ValueError, match="rule"):
-        parse_cascade_rules(rule)
+        delete_cascade_rules(rule)
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ("deleted_organizations.x:delete", "owns"),
+        ("organizations.parent:delete", "would delete other organizations"),
+        (123, "must be a string"),
+    ],
+)
+def test_an_organization_maps_cascade_list_is_checked_the_same_way(rule, problem):
+    owned = ("deleted_users", "deleted_organizations", "events")
+    with pytest.raises(ValueError, match=problem):
+        parse_cascade_rules(["projects.orgId:delete", rule], owned=owned, kept="organizations")
+    assert parse_cascade_rules(["projects.orgId:delete"], owned=owned, kept="organizations") == (
+        CascadeRule("projects", "orgId", "delete"),
+    )
 
 
 def test_allowed_rules_on_users_and_dotted_fields_parse():
-    rules = parse_cascade_rules(" users.referrer:unset , ,posts.meta.author:delete,systemlogs.user:delete")
+    rules = delete_cascade_rules(" users.referrer:unset , ,posts.meta.author:delete,systemlogs.user:delete")
     assert rules == (
         CascadeRule("users", "referrer", "unset"),
         CascadeRule("posts", "meta.author", "delete"),
@@ -49,4 +66,4 @@ def test_allowed_rules_on_users_and_dotted_fields_parse():
     )
     env = {"MONGODB_URI": "mongodb://localhost/x", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
     config = Config.from_env(dict(env, DELETE_CASCADE=XCLONE_CASCADE))
-    assert config.delete_cascade == parse_cascade_rules(XCLONE_CASCADE)
+    assert config.delete_cascade == delete_cascade_rules(XCLONE_CASCADE)

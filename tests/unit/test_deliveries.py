@@ -1,4 +1,4 @@
-"""Fast unit tests of apply_user_event and DeliveryHandler.handle on mongomock.
+"""Fast unit tests of the dispatch of user events and DeliveryHandler.handle on mongomock.
 
 mongomock needs two shims from tests/support/mongomock_compat.py (see there): bulk_write with
 pymongo's ``sort=None`` (the event log) and DuplicateKeyError details naming the index
@@ -25,9 +25,13 @@ from pymongo.errors import AutoReconnect
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import USER_DOC_FIELDS
 from tests.support.mongomock_compat import patched_bulk_write
-from webhook_service.deliveries import DeliveryHandler, apply_user_event
-from webhook_service.domain import Outcome, disambiguated_username, map_clerk_user, parse_event
-from webhook_service.store import EventLog, EventRecord, UserStore
+from tests.support.stores import event_log, user_record, user_store, xclone_user
+from webhook_service.deliveries import DeliveryHandler
+from webhook_service.dispatch import Stores, route
+from webhook_service.events import Event, Outcome, parse_event
+from webhook_service.resources.users.store import UserStore
+from webhook_service.resources.users.usernames import disambiguated_username
+from webhook_service.store.eventlog import EventLog, EventRecord
 
 T0 = 1_735_000_000_000  # a Clerk updated_at in ms
 ALICE = "user_2aliceAAAAAAAAAAAAAAAAAAAA"
@@ -52,19 +56,19 @@ class TickingClock:
 def events(mongomock_compat, mock_db) -> Iterator[EventLog]:
     # A long interval: the background writer stays asleep, tests flush() explicitly,
     # so no second thread touches mongomock while a test reads it.
-    log = EventLog(mock_db, flush_interval_s=3600)
+    log = event_log(mock_db, flush_interval_s=3600)
     yield log
     log.close()
 
 
 @pytest.fixture
 def store(mongomock_compat, mock_db) -> UserStore:
-    return UserStore(mock_db, clock=TickingClock())
+    return user_store(mock_db, clock=TickingClock())
 
 
 @pytest.fixture
 def handler(store, events) -> DeliveryHandler:
-    return DeliveryHandler(store, events)
+    return DeliveryHandler(Stores(users=store), events)
 
 
 @pytest.fixture
@@ -123,10 +127,10 @@ def primary(data: dict[str, Any]) -> str:
 
 def test_event_log_record_and_flush_store_the_record_on_mongomock(mock_db) -> None:
     with patched_bulk_write():
-        log = EventLog(mock_db, flush_interval_s=3600)
+        log = event_log(mock_db, flush_interval_s=3600)
         try:
-            log.record(EventRecord("msg_1", "user.created", ALICE, Outcome.APPLIED, payload='{"x":1}'))
-            log.record(EventRecord("msg_1", "user.created", ALICE, Outcome.DUPLICATE, payload='{"x":1}'))
+            log.record(user_record("msg_1", "user.created", ALICE, Outcome.APPLIED, payload='{"x":1}'))
+            log.record(user_record("msg_1", "user.created", ALICE, Outcome.DUPLICATE, payload='{"x":1}'))
             log.record(EventRecord("msg_2", "session.created", None, Outcome.IGNORED))
             log.flush()
             first = mock_db.events.find_one({"_id": "msg_1"})
@@ -344,18 +348,27 @@ def test_non_user_events_are_ignored_and_write_no_user(handler, mock_db, events,
     assert events.get(msg)["outcome"] == "ignored"
 
 
-def test_apply_user_event_ignores_non_user_events(store, mock_db) -> None:
+def apply(store: UserStore, event: Event) -> Outcome | None:
+    """The event as the registry dispatches it; None when no entry takes it (ignored)."""
+    routed = route(Stores(users=store), event.type)
+    if routed is None:
+        return None
+    entry, target = routed
+    return entry.apply(target, event, entry.subject(event), new_delivery())
+
+
+def test_a_type_not_in_the_registry_is_not_dispatched(store, mock_db) -> None:
     event = parse_event(body("session.ended", {"id": "sess_1", "user_id": ALICE}))
-    assert apply_user_event(store, event, new_delivery()) is Outcome.IGNORED
+    assert apply(store, event) is None
     assert mock_db.users.count_documents({}) == 0
 
 
-def test_apply_user_event_applies_created_and_deleted(store, mock_db) -> None:
+def test_the_registry_applies_user_created_and_deleted(store, mock_db) -> None:
     created = parse_event(body("user.created", clerk_user(ALICE, 0, email="alice@example.com")))
-    assert apply_user_event(store, created, new_delivery()) is Outcome.APPLIED
+    assert apply(store, created) is Outcome.APPLIED
     assert user_doc(mock_db, ALICE)["email"] == "alice@example.com"
     deleted = parse_event(body("user.deleted", make_deleted_data(ALICE)))
-    assert apply_user_event(store, deleted, new_delivery()) is Outcome.DELETED
+    assert apply(store, deleted) is Outcome.DELETED
     assert user_doc(mock_db, ALICE) is None
 
 
@@ -447,9 +460,9 @@ def test_disambiguation_is_reproducible_on_a_fresh_database(mock_db, mongomock_c
     names = []
     for name in ("one", "two"):
         db = mock_db.client.get_database(name)
-        store = UserStore(db)
+        store = user_store(db)
         for user_id in (ALICE, BOB, CAROL):
-            local = map_clerk_user(clerk_user(user_id, 0, email="sam@example.com"))
+            local = xclone_user(clerk_user(user_id, 0, email="sam@example.com"))
             store.upsert_if_newer(local, new_delivery())
         names.append(sorted((d["clerkId"], d["username"]) for d in db.users.find()))
     assert (
@@ -574,12 +587,12 @@ class _UnreachableEvents:
 def test_the_event_log_writer_backs_off_while_writes_fail_then_writes_everything(mongomock_compat, mock_db):
     """A full buffer is written at once while writes succeed, but not while they fail:
     then the writer waits longer between attempts instead of retrying in a tight loop."""
-    log = EventLog(mock_db, flush_interval_s=0.05, batch_size=10)
+    log = event_log(mock_db, flush_interval_s=0.05, batch_size=10)
     real_collection = log.collection
     down = log.collection = _UnreachableEvents(mock_db)  # type: ignore[assignment]
     try:
         for i in range(25):
-            log.record(EventRecord(f"down-{i}", "user.updated", ALICE, Outcome.APPLIED, payload="{}"))
+            log.record(user_record(f"down-{i}", "user.updated", ALICE, Outcome.APPLIED, payload="{}"))
         time.sleep(1.0)
         assert 2 <= down.inserts <= 6  # 0.05 s doubling: 0.1, 0.2, 0.4, 0.8 s between tries
         log.collection = real_collection

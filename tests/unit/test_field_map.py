@@ -14,14 +14,14 @@ import pytest
 from tests.support.fake_clerk import make_clerk_user
 from tests.support.helpers import T0, new_id
 from tests.support.signing import TEST_SECRET
-from webhook_service import Config, ConfigError
-from webhook_service.domain import map_clerk_user
-from webhook_service.fieldmap import (
-    BOOKKEEPING_FIELDS,
-    FieldMapError,
+from webhook_service.bookkeeping import BOOKKEEPING_FIELDS
+from webhook_service.config import Config, ConfigError
+from webhook_service.fieldmap import FieldMapError
+from webhook_service.resources.users.mapping import (
     builtin_path,
-    load_field_map,
-    parse_field_map,
+    load_user_fields,
+    map_clerk_user,
+    parse_user_fields,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,11 +37,11 @@ def write_map(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_built_in_map_is_xclones_users_collection():
-    fields = load_field_map()
-    assert builtin_path().parent == ROOT / "webhook_service"
-    assert fields.identity == "clerkId"
+    fields = load_user_fields()
+    assert builtin_path().parent == ROOT / "webhook_service/resources/users"
+    assert fields.identity == ("clerkId",)
     assert fields.references == ("followers", "following")
-    assert fields.username == "username"
+    assert fields.target_of("$username") == "username"
     assert [f.target for f in fields.sourced] == [
         "email",
         "firstName",
@@ -62,11 +62,16 @@ def test_the_built_in_map_is_xclones_users_collection():
 def test_the_built_in_map_maps_a_phone_only_user_as_before():
     """No email, no names, no image: the same values the hard-coded mapping gave."""
     user = make_clerk_user(new_id(), phone_only=True, first_name=None, last_name=None, image_url="")
-    local = map_clerk_user(user)
+    local = map_clerk_user(user, load_user_fields())
+    username = local.username
+    assert username is not None and username.startswith("user_")
     assert dict(local.values) == {
         "email": None,
         "firstName": "",
         "lastName": "",
+        "username": username,
+        "usernameLower": username,
+        "usernameSource": "fallback",
         "profilePicture": "",
         "banned": False,
         "locked": False,
@@ -139,13 +144,13 @@ def test_a_bad_map_is_one_config_error_naming_the_entry(tmp_path, text, expected
 def test_a_missing_map_file_names_the_file(tmp_path):
     missing = tmp_path / "nope.toml"
     with pytest.raises(FieldMapError, match=f"^{missing}: cannot be read"):
-        load_field_map(missing)
+        load_user_fields(missing)
 
 
 def test_every_bookkeeping_field_is_refused_as_a_target():
     for name in BOOKKEEPING_FIELDS:
         with pytest.raises(FieldMapError, match=f"fields.{name}: '{name}' is one of the service's own"):
-            parse_field_map({"fields": {name: "first_name"}})
+            parse_user_fields({"fields": {name: "first_name"}})
 
 
 def test_insert_only_fields_are_checked_against_the_map(tmp_path):
@@ -176,7 +181,7 @@ external = "external_id"
 
 
 def test_values_are_coerced_to_their_declared_types(tmp_path):
-    fields = load_field_map(write_map(tmp_path, TYPED))
+    fields = load_user_fields(write_map(tmp_path, TYPED))
     user = make_clerk_user(
         new_id(),
         created_at=T0,
@@ -201,7 +206,7 @@ def test_values_are_coerced_to_their_declared_types(tmp_path):
 
 
 def test_a_missing_path_or_a_wrong_type_gets_the_default_or_no_field(tmp_path):
-    fields = load_field_map(write_map(tmp_path, TYPED))
+    fields = load_user_fields(write_map(tmp_path, TYPED))
     user = make_clerk_user(
         new_id(),
         last_sign_in_at=None,
@@ -221,7 +226,7 @@ def test_a_missing_path_or_a_wrong_type_gets_the_default_or_no_field(tmp_path):
 
 
 def test_defaults_are_fresh_copies_for_every_user(tmp_path):
-    fields = load_field_map(write_map(tmp_path, TYPED))
+    fields = load_user_fields(write_map(tmp_path, TYPED))
     first = map_clerk_user(make_clerk_user(new_id()), fields)
     second = map_clerk_user(make_clerk_user(new_id()), fields)
     first.values["tags"].append("mutated")

@@ -16,8 +16,11 @@ import pytest
 from bson import SON
 
 from tests.support.xclone import XCLONE_CASCADE
-from webhook_service.domain import parse_cascade_rules
-from webhook_service.fieldmap import FieldMap, load_field_map, parse_field_map
+from webhook_service.catalog import Declarations, service_schema
+from webhook_service.config import delete_cascade_rules
+from webhook_service.fieldmap import FieldMap
+from webhook_service.resources.users.indexes import user_indexes
+from webhook_service.resources.users.mapping import load_user_fields, parse_user_fields
 from webhook_service.schema import (
     EVENT_INDEXES,
     MIGRATE_COMMAND,
@@ -27,12 +30,11 @@ from webhook_service.schema import (
     IndexSpec,
     cascade_indexes,
     plan_indexes,
-    service_indexes,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-XCLONE = load_field_map()  # the built-in map: xClone's users collection
-SAAS = load_field_map(ROOT / "docs/examples/saas-user-fields.toml")
+XCLONE = load_user_fields()  # the built-in map: xClone's users collection
+SAAS = load_user_fields(ROOT / "docs/examples/saas-user-fields.toml")
 
 
 def index(collection: str, name: str, *keys: tuple[str, Any], **options: Any) -> ExistingIndex:
@@ -44,15 +46,24 @@ ID = index("users", "_id_", ("_id", 1))
 CASE_INSENSITIVE = {"locale": "en", "strength": 2}
 
 
+def service_indexes(fields: FieldMap) -> tuple[IndexSpec, ...]:
+    """The indexes the user map needs, then the event log's."""
+    return (*user_indexes(fields), *EVENT_INDEXES)
+
+
 def plan(*existing: ExistingIndex, fields: FieldMap = XCLONE, cascade: str = "") -> IndexPlan:
-    service = service_indexes(fields)
-    wanted = service + cascade_indexes(parse_cascade_rules(cascade), service)
-    return plan_indexes([ID, *existing], fields, wanted)
+    schema = service_schema(Declarations(fields, delete_cascade_rules(cascade)))
+    return plan_indexes([ID, *existing], schema)
 
 
 def reused(p: IndexPlan) -> dict[str, str]:
     """Each reused spec's name and the name of the existing index that serves it."""
     return {f"{spec.collection}.{spec.name}": f"{ix.collection}.{ix.name}" for spec, ix in p.reused}
+
+
+def missing_required(p: IndexPlan) -> list[IndexSpec]:
+    """What the plan creates that correctness rests on."""
+    return [s for s in p.create if s.required]
 
 
 def created(p: IndexPlan) -> list[str]:
@@ -111,7 +122,7 @@ def test_a_map_without_username_or_references_wants_no_index_for_them():
 
 
 def test_a_map_without_an_email_wants_no_email_index():
-    fields = parse_field_map({"fields": {"name": "$full_name"}})
+    fields = parse_user_fields({"fields": {"name": "$full_name"}})
     assert [s.name for s in service_indexes(fields) if s.collection == "users"] == ["clerkId_unique"]
 
 
@@ -192,7 +203,7 @@ def test_on_an_empty_database_every_index_is_created_under_its_own_name():
     p = plan()
     assert created(p) == ALL_XCLONE
     assert p.reused == [] and p.conflicts == []
-    assert [s.name for s in p.missing_required] == [
+    assert [s.name for s in missing_required(p)] == [
         "clerkId_unique",
         "usernameLower_unique",
         "expiresAt_ttl",
@@ -227,7 +238,7 @@ def test_the_service_indexes_under_other_names_are_all_reused_and_nothing_is_cre
         index("events", "by_user", ("userId", 1), ("receivedAt", -1)),
     ]
     p = plan(*existing)
-    assert created(p) == [] and p.conflicts == [] and p.missing_required == []
+    assert created(p) == [] and p.conflicts == [] and missing_required(p) == []
     assert reused(p) == {
         "users.clerkId_unique": "users.by_clerk",
         "users.usernameLower_unique": "users.handle_ci",
@@ -387,7 +398,7 @@ def test_a_ttl_index_with_another_expiry_is_not_reused_and_blocks_the_services()
         "non-unique index expiresAt_ttl on expiresAt, expires after 0s)"
     )
     # Reported as a conflict, so not as a required index missing.
-    assert "expiresAt_ttl" not in [s.name for s in p.missing_required]
+    assert "expiresAt_ttl" not in [s.name for s in missing_required(p)]
 
 
 def test_a_plain_index_on_the_ttl_field_blocks_the_ttl_index():
@@ -427,7 +438,7 @@ def test_a_free_name_is_chosen_when_the_wanted_one_is_taken_by_an_index_that_doe
     assert by_name["users.email_3"].keys == (("email", 1),)
     assert by_name["events.userId_2"].keys == (("userId", 1), ("receivedAt", -1))
     assert by_name["events.userId_2"].required
-    assert [s.name for s in p.missing_required] == [
+    assert [s.name for s in missing_required(p)] == [
         "clerkId_unique",
         "usernameLower_unique",
         "expiresAt_ttl",
@@ -509,26 +520,29 @@ def test_a_non_unique_index_with_a_collation_counts_as_serving_lookups():
     assert reused(p)["users.email"] == "users.email_ci"
 
 
-def test_the_plan_compares_key_fields_not_their_directions():
-    """What the planner does today: a unique identity index in descending order, and a
-    ``(userId, receivedAt)`` index ascending or with a field after them, count as serving.
-    The store hints these two by key pattern (``[(clerkId, 1)]`` and ``[(userId, 1),
-    (receivedAt, -1)]``), and on the test server such a hint then names no index: writes
-    fail. Reported as a bug, not fixed here; these assertions pin today's plan."""
+def test_a_required_index_is_served_only_by_its_exact_key_pattern():
+    """The store names a required index in its hints by key pattern (``[(clerkId, 1)]``,
+    ``[(userId, 1), (receivedAt, -1)]``): an index on the same fields in another direction,
+    or with a field after them, would leave such a hint naming no index, and every write
+    failing. So those are not reused, and the exact pattern is created beside them."""
     p = plan(
         index("users", "clerkId_-1", ("clerkId", -1), unique=True),
         index("events", "by_user", ("userId", 1), ("receivedAt", 1)),
+        index("events", "by_user_type", ("userId", 1), ("receivedAt", -1), ("type", 1)),
     )
-    assert reused(p) == {"users.clerkId_unique": "users.clerkId_-1", "events.userId": "events.by_user"}
-    longer = plan(index("events", "by_user_type", ("userId", 1), ("receivedAt", -1), ("type", 1)))
-    assert reused(longer) == {"events.userId": "events.by_user_type"}
+    assert "users.clerkId_unique" not in reused(p) and "events.userId" not in reused(p)
+    created = {(s.collection, s.keys) for s in p.create}
+    assert ("users", (("clerkId", 1),)) in created
+    assert ("events", (("userId", 1), ("receivedAt", -1))) in created
+    served = plan(index("users", "clerkId_1", ("clerkId", 1.0), unique=True))
+    assert reused(served)["users.clerkId_unique"] == "users.clerkId_1"
 
 
 # -- cascade indexes --------------------------------------------------------------------------
 
 
 def test_cascade_indexes_are_one_per_field_named_as_mongoose_names_them():
-    specs = cascade_indexes(parse_cascade_rules(XCLONE_CASCADE))
+    specs = cascade_indexes(delete_cascade_rules(XCLONE_CASCADE))
     assert [(s.collection, s.name, s.keys, s.unique, s.required) for s in specs] == [
         ("posts", "user_1", (("user", 1),), False, False),
         ("comments", "user_1", (("user", 1),), False, False),
@@ -541,7 +555,7 @@ def test_cascade_indexes_are_one_per_field_named_as_mongoose_names_them():
 
 
 def test_cascade_indexes_are_deduplicated_among_rules_and_against_the_services():
-    rules = parse_cascade_rules(
+    rules = delete_cascade_rules(
         "posts.user:delete,posts.user:unset,users.followers:pull,users.referrer:unset,users.clerkId:unset"
     )
     service = service_indexes(XCLONE)
@@ -559,7 +573,7 @@ def test_cascade_indexes_are_deduplicated_among_rules_and_against_the_services()
 
 
 def test_a_dotted_cascade_field_gets_an_index_on_the_path():
-    [only] = cascade_indexes(parse_cascade_rules("posts.meta.author:delete"))
+    [only] = cascade_indexes(delete_cascade_rules("posts.meta.author:delete"))
     assert (only.collection, only.name, only.keys) == ("posts", "meta.author_1", (("meta.author", 1),))
 
 

@@ -15,6 +15,7 @@ import httpx
 from flask.cli import with_appcontext
 
 from ..cli import fail
+from ..dispatch import EVENT_TYPES
 from ..services import current_services
 from . import sample_events
 from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
@@ -31,7 +32,7 @@ def _sample_user(user_id: str | None) -> dict[str, Any] | None:
 
 
 @click.command("send-test-event")
-@click.argument("event_type", type=click.Choice(["user.created", "user.updated", "user.deleted"]))
+@click.argument("event_type", type=click.Choice(sorted(EVENT_TYPES)))
 @click.option("--url", default="http://127.0.0.1:8000/api/webhooks/clerk", show_default=True)
 @click.option("--user-id", help="Clerk user id (default: the local Clerk's first user, Ada).")
 @click.option("--new", "new_user", is_flag=True, help="A new user, not one of the local Clerk's.")
@@ -55,10 +56,10 @@ def send_test_event(
     if new_user and user_id:
         fail("--new and --user-id exclude each other")
     user = None if new_user else _sample_user(user_id)
-    if event_type == "user.deleted":
+    if EVENT_TYPES[event_type].redacted:
         target = user["id"] if user is not None else user_id
         if target is None:
-            fail("user.deleted needs an existing user: give --user-id, or leave it out for Ada")
+            fail(f"{event_type} needs an existing user: give --user-id, or leave it out for Ada")
         data = sample_events.make_deleted_data(target)
     else:
         given = {"email": email, "first_name": first_name, "last_name": last_name, "username": username}

@@ -1,7 +1,7 @@
 """A local stand-in for Clerk's Backend API, as stripe-mock is for Stripe.
 
 ``make run`` starts one when ``CLERK_SECRET_KEY`` is unset, so sync and reconcile work
-with no Clerk account; the tests run the same server (``tests/fake_clerk.py`` adds fault
+with no Clerk account; the tests run the same server (``tests/support/fake_clerk.py`` adds fault
 injection). It serves what the service uses, with the Backend API's shapes:
 
 - ``GET /v1/users``: a JSON array; ``limit`` (1-500), ``offset``, ``order_by``

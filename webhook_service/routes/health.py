@@ -6,7 +6,8 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from ..services import current_services
-from ..store import StoreUnavailable, ping
+from ..store.errors import StoreUnavailable
+from ..store.mongo import ping
 
 bp = Blueprint("health", __name__)
 
@@ -25,7 +26,7 @@ def readyz() -> ResponseReturnValue:
     if not ping(services.db, timeout_s=2.0):
         return jsonify(status="unavailable", error="database did not answer"), 503
     try:
-        services.store.ensure_indexes()
+        services.indexes.ensure()
     except StoreUnavailable as exc:
         return jsonify(status="unavailable", error="indexes unavailable", detail=str(exc)), 503
     return jsonify(status="ready")

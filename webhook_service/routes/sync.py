@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from ..clerk_api import ClerkUnavailable
 from ..services import Services, current_services
-from ..store import StoreUnavailable
+from ..store.errors import StoreUnavailable
 from ..sync import SyncedUserGone
 from ..tokens import TokenError, VerifierUnavailable
 

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..deliveries import STATUS, Failure
 from ..services import current_services
 from ..signatures import SignatureError
 
@@ -30,11 +31,10 @@ def receive_clerk_event() -> ResponseReturnValue:
             exc,
             extra={"svix_id": request.headers.get("svix-id"), "outcome": "rejected", "status": 400},
         )
-        return jsonify(error="invalid signature", detail=str(exc)), 400
+        return jsonify(error=Failure.SIGNATURE.value, detail=str(exc)), STATUS[Failure.SIGNATURE]
     result = services.deliveries.handle(delivery_id, body)
-    if result.status >= 400:
-        title = result.title or _ERRORS.get(result.status, "error")
-        return jsonify(error=title, detail=result.error), result.status
+    if result.failure is not None:
+        return jsonify(error=result.failure.value, detail=result.error), result.status
     return jsonify(outcome=result.outcome.value), result.status
 
 
@@ -47,6 +47,3 @@ def _streamed_past_limit(body: bytes) -> bool:
     if limit is None or len(body) < limit:
         return False
     return bool(request.environ["wsgi.input"].read(1))
-
-
-_ERRORS = {400: "malformed event", 500: "internal error", 503: "database unavailable"}

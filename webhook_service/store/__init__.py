@@ -1,25 +1,4 @@
-"""Persistence: the only code that talks to MongoDB. It owns indexes and atomic operations."""
-
-from .errors import ForeignIndexRefused, StoreUnavailable, UsernameConflict
-from .events import EventLog, EventRecord, erase_payloads
-from .indexes import IndexUnavailable, ensure_indexes, migrate, warn_about_conflicts
-from .mongo import connect, ping
-from .users import SyncClaim, UpsertResult, UserStore
-
-__all__ = [
-    "EventLog",
-    "ForeignIndexRefused",
-    "EventRecord",
-    "IndexUnavailable",
-    "StoreUnavailable",
-    "SyncClaim",
-    "UpsertResult",
-    "UserStore",
-    "UsernameConflict",
-    "connect",
-    "ensure_indexes",
-    "erase_payloads",
-    "migrate",
-    "warn_about_conflicts",
-    "ping",
-]
+"""Persistence shared by every resource: the client and its bounds (``mongo.py``), the
+errors callers answer 503 for (``errors.py``), the index plan carried out
+(``indexes.py``), the event log (``eventlog.py``) and what a deletion erases
+(``erasure.py``). The versioned core is ``mirror/``; each resource's store composes it."""

@@ -15,17 +15,18 @@ class StoreUnavailable(Exception):
     """The database did not answer in time or refused the write. Retrying later is safe."""
 
 
-class UsernameConflict(StoreUnavailable):
-    """A username clash that did not settle within a few attempts; a retry will converge."""
+class ContestedWrite(StoreUnavailable):
+    """A write still contested (a username clash, an insert race) after a few attempts;
+    a retry will converge."""
 
 
 class ForeignIndexRefused(StoreUnavailable):
     """A unique index the service does not own refused a write (e.g. xClone's unique
     ``email_1``). Retrying is right: Svix redelivers once ``init-db --migrate`` ran."""
 
-    def __init__(self, index: str) -> None:
+    def __init__(self, index: str, collection: str = "users") -> None:
         super().__init__(
-            f"write refused by unique index users.{index}, which contradicts the service's rules; "
+            f"write refused by unique index {collection}.{index}, which contradicts the service's rules; "
             "run `flask --app wsgi init-db --migrate`"
         )
         self.index = index
@@ -56,10 +57,10 @@ def key_clashes(exc: BulkWriteError, what: str) -> list[int]:
     return positions
 
 
-def foreign_index_refusal(exc: DuplicateKeyError) -> ForeignIndexRefused:
+def foreign_index_refusal(exc: DuplicateKeyError, collection: str) -> ForeignIndexRefused:
     """A unique index the service does not own refused the write. Named, never quoted:
     the error's key value is user data (an email address, say)."""
     details = exc.details or {}
     match = _DUPLICATE_INDEX.search(str(details.get("errmsg") or ""))
     name = match[1] if match else "_".join(f"{k}_{v}" for k, v in (details.get("keyPattern") or {}).items())
-    return ForeignIndexRefused(name)
+    return ForeignIndexRefused(name, collection)

@@ -8,29 +8,16 @@ never a key value: a duplicate-key message quotes data, such as an email address
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ..domain import CascadeRule
-from ..fieldmap import FieldMap, builtin_field_map
-from ..schema import (
-    EVENTS,
-    INIT_COMMAND,
-    TOMBSTONES,
-    USERS,
-    Conflict,
-    ExistingIndex,
-    IndexPlan,
-    IndexSpec,
-    cascade_indexes,
-    plan_indexes,
-    service_indexes,
-)
-from .errors import StoreUnavailable
+from ..schema import INIT_COMMAND, Conflict, ExistingIndex, IndexPlan, IndexSpec, ServiceSchema, plan_indexes
+from .errors import StoreUnavailable, unavailable_on_error
 
 log = logging.getLogger("webhook_service.schema")
 _NAME_CLASHES = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict: someone created one meanwhile
@@ -49,34 +36,25 @@ class IndexReport:
     failed: list[tuple[IndexSpec, str]] = field(default_factory=list)
 
 
-def read_indexes(db: Database[Any], collections: Iterable[str] = ()) -> list[ExistingIndex]:
-    names = dict.fromkeys((USERS, TOMBSTONES, EVENTS, *collections))
-    return [ExistingIndex.from_info(name, info) for name in names for info in db[name].list_indexes()]
+def read_indexes(db: Database[Any], collections: Iterable[str]) -> list[ExistingIndex]:
+    return [ExistingIndex.from_info(name, info) for name in collections for info in db[name].list_indexes()]
 
 
-def plan_for(
-    db: Database[Any], cascade: tuple[CascadeRule, ...] = (), fields: FieldMap | None = None
-) -> IndexPlan:
-    """The plan for the indexes the field map (the built-in one by default) needs, and with
-    ``cascade`` for the ones its ``DELETE_CASCADE`` rules need on the app's collections too."""
-    fields = fields or builtin_field_map()
-    service = service_indexes(fields)
-    existing = read_indexes(db, (rule.collection for rule in cascade))
-    return plan_indexes(existing, fields, service + cascade_indexes(cascade, service))
+def plan_for(db: Database[Any], schema: ServiceSchema) -> IndexPlan:
+    """The plan for the indexes ``schema`` wants, against those the database has."""
+    return plan_indexes(read_indexes(db, schema.collections), schema)
 
 
-def ensure_indexes(
-    db: Database[Any],
-    *,
-    create: bool = True,
-    cascade: tuple[CascadeRule, ...] = (),
-    fields: FieldMap | None = None,
-) -> IndexReport:
-    """Create every missing index; raise IndexUnavailable if a required one cannot be had.
+def without_app_indexes(schema: ServiceSchema) -> ServiceSchema:
+    """The indexes the service makes by itself: on its own collections and the ones it
+    mirrors into, never on the app's other collections (the cascade rules' indexes, built
+    when an operator runs ``init-db``, never inside a request)."""
+    return replace(schema, wanted=tuple(s for s in schema.wanted if s.collection in schema.own))
 
-    The service itself calls this without ``cascade``: an index on an app's large
-    collection is built when an operator runs ``init-db``, never inside a request."""
-    report = IndexReport(plan_for(db, cascade, fields))
+
+def ensure_indexes(db: Database[Any], schema: ServiceSchema, *, create: bool = True) -> IndexReport:
+    """Create every missing index; raise IndexUnavailable if a required one cannot be had."""
+    report = IndexReport(plan_for(db, schema))
     if not create:
         return report
     for attempt in range(2):
@@ -93,7 +71,7 @@ def ensure_indexes(
                 report.failed.append((spec, failure_reason(exc)))
         if not raced:
             break
-        report.plan = plan_for(db, cascade, fields)  # another process created an index meanwhile: plan again
+        report.plan = plan_for(db, schema)  # another process created an index meanwhile: plan again
     for spec, reason in report.failed:
         message = f"could not create index {spec.collection}.{spec.name} ({spec.describe()}): {reason}"
         if spec.required:
@@ -102,18 +80,13 @@ def ensure_indexes(
     return report
 
 
-def migrate(
-    db: Database[Any],
-    say: Callable[[str], None],
-    cascade: tuple[CascadeRule, ...] = (),
-    fields: FieldMap | None = None,
-) -> IndexReport:
+def migrate(db: Database[Any], schema: ServiceSchema, say: Callable[[str], None]) -> IndexReport:
     """Replace each conflicting index with what the service needs, then create what is
     missing. Safe to rerun (the plan is read afresh) and while the service runs: between
     the drop and the create, writes go through; only lookups lack the index."""
-    for conflict in plan_for(db, cascade, fields).conflicts:
+    for conflict in plan_for(db, schema).conflicts:
         _replace(db, conflict, say)
-    return ensure_indexes(db, cascade=cascade, fields=fields)
+    return ensure_indexes(db, schema)
 
 
 def _replace(db: Database[Any], conflict: Conflict, say: Callable[[str], None]) -> None:
@@ -142,27 +115,59 @@ def failure_reason(exc: PyMongoError) -> str:
     return f"{name}: {message}"[:300]
 
 
-def warn_about_conflicts(
-    db: Database[Any], cascade: tuple[CascadeRule, ...] = (), fields: FieldMap | None = None
-) -> IndexPlan | None:
+def warn_about_conflicts(db: Database[Any], schema: ServiceSchema) -> IndexPlan | None:
     """At start: one warning line per conflicting index and per missing cascade index,
     then the service goes on."""
     try:
-        plan = plan_for(db, cascade, fields)
+        plan = plan_for(db, schema)
     except PyMongoError as exc:
         log.warning("could not check the indexes at start (%s); workers check again", type(exc).__name__)
         return None
     for conflict in plan.conflicts:
         log.warning(conflict.warning())
     for spec in plan.create:
-        if spec.collection not in (USERS, TOMBSTONES, EVENTS):
+        if spec.collection not in schema.own:
             log.warning(
-                "index %s.%s (%s) is missing: every user deletion scans %s for DELETE_CASCADE. "
+                "index %s.%s (%s) is missing: %s scans the collection on every deletion. "
                 "Fix: %s (creates it; non-unique, safe beside the app's own)",
                 spec.collection,
                 spec.name,
                 spec.describe(),
-                spec.collection,
+                spec.purpose,
                 INIT_COMMAND,
             )
     return plan
+
+
+class IndexGate:
+    """The indexes the service makes by itself, made once per process before the first
+    write relies on them, and shared by every store and the event log.
+
+    Done lazily rather than at start, so a worker boots (and answers 503) while the
+    database is down instead of crash-looping. A request that waited while another's
+    attempt failed fails too, without an attempt of its own: with the database down,
+    requests must not queue up behind each other's timeouts.
+    """
+
+    def __init__(self, db: Database[Any], schema: ServiceSchema) -> None:
+        self.db = db
+        self.schema = without_app_indexes(schema)
+        self._ready = False
+        self._lock = threading.Lock()
+        self._failures = 0
+
+    def ensure(self) -> None:
+        if self._ready:
+            return
+        failures_before = self._failures
+        with self._lock, unavailable_on_error():
+            if self._ready:
+                return
+            if self._failures != failures_before:
+                raise StoreUnavailable("database error: index creation failed just now")
+            try:
+                ensure_indexes(self.db, self.schema)
+            except (PyMongoError, StoreUnavailable):
+                self._failures += 1
+                raise
+            self._ready = True

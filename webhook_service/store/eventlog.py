@@ -14,6 +14,7 @@ import atexit
 import logging
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,28 +23,49 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from ..domain import Outcome
-from ..fieldmap import FieldMap
-from .indexes import ensure_indexes
-from .mongo import EVENTS, TOMBSTONES
+from ..events import Outcome, Subject
+from .errors import StoreUnavailable
+from .indexes import IndexGate
+from .mongo import EVENTS
 
-log = logging.getLogger(__name__)
+# A write that failed this way is requeued and tried again: the database is down or slow,
+# or the indexes could not be made just now (the shared gate says so without a driver error).
+WRITE_FAILURES = (PyMongoError, StoreUnavailable)
+log = logging.getLogger("webhook_service.store.events")  # its name since before the module's
 _DUPLICATE_KEY = 11000
 # What erasing a record's personal data does: the payload goes, the record stays.
 _ERASE_PAYLOAD = {"$unset": {"payload": ""}, "$set": {"erased": True}}
-# The index a deletion's erase names (required, so the hint always finds it; see users.py).
-BY_USER_ID = [("userId", 1), ("receivedAt", -1)]
+# The fields that name a user or an organization, each with its index (required, so a
+# deletion's erase can name it in a hint; see mirror/versioned.py).
+USER_FIELD = "userId"
+ORG_FIELD = "orgId"
+NAMED_BY = {
+    USER_FIELD: [(USER_FIELD, 1), ("receivedAt", -1)],
+    ORG_FIELD: [(ORG_FIELD, 1), ("receivedAt", -1)],
+}
 
 
 @dataclass(frozen=True)
 class EventRecord:
     delivery_id: str
     event_type: str | None
-    user_id: str | None
+    subject: Subject | None
     outcome: Outcome
     payload: str | None = None
     error: str | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def user_id(self) -> str | None:
+        return self.subject.user_id if self.subject is not None else None
+
+    @property
+    def org_id(self) -> str | None:
+        return self.subject.org_id if self.subject is not None else None
+
+    def named(self, field_name: str) -> str | None:
+        """The id this record names in ``userId`` or ``orgId``."""
+        return self.user_id if field_name == USER_FIELD else self.org_id
 
 
 class EventLog:
@@ -56,13 +78,20 @@ class EventLog:
         batch_size: int = 100,
         max_batch: int = 500,
         max_buffer: int = 50_000,
-        fields: FieldMap | None = None,
+        indexes: IndexGate,
+        redacted_types: frozenset[str],
+        tombstones: Mapping[str, str],
     ) -> None:
         """Records are written when ``batch_size`` of them wait, and at the latest after
         ``flush_interval_s``: a busy service writes full batches (few commands per
-        delivery), a quiet one still writes within the interval."""
+        delivery), a quiet one still writes within the interval. ``redacted_types`` keep
+        a payload with nothing personal in it (a deletion's), which erasure leaves alone;
+        ``tombstones`` names, for ``userId`` and ``orgId``, the collection that remembers
+        deleted users and organizations."""
         self.collection = db[EVENTS]
-        self._fields = fields
+        self._indexes = indexes
+        self._redacted_types = redacted_types
+        self._tombstones = dict(tombstones)
         self._retention = timedelta(days=retention_days)
         self._interval = flush_interval_s
         self._max_batch = max_batch
@@ -75,7 +104,6 @@ class EventLog:
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._indexes_ready = False
 
     # -- writing -----------------------------------------------------------------
 
@@ -91,7 +119,7 @@ class EventLog:
                 self._wake.notify()
 
     def flush(self) -> None:
-        """Write everything buffered now. Raises PyMongoError if the database is down."""
+        """Write everything buffered now. Raises one of WRITE_FAILURES if the database is down."""
         with self._flush_lock:
             while self._write_one_batch():
                 pass
@@ -110,7 +138,7 @@ class EventLog:
             failed = sorted({e["index"] for e in exc.details.get("writeErrors", [])})
             self._requeue([batch[i] for i in failed])
             raise
-        except PyMongoError:
+        except WRITE_FAILURES:
             self._requeue(batch)
             raise
         return True
@@ -125,7 +153,7 @@ class EventLog:
             self._wake.notify()
         try:
             self.flush()
-        except PyMongoError:
+        except WRITE_FAILURES:
             log.warning("event log: %d records not written at shutdown", len(self._buffer))
 
     def _start_writer(self) -> None:
@@ -150,16 +178,14 @@ class EventLog:
                 with self._flush_lock:
                     self._write_one_batch()
                 backoff, failing = self._interval, False
-            except PyMongoError as exc:
+            except WRITE_FAILURES as exc:
                 backoff, failing = min(backoff * 2, 5.0), True
                 log.warning("event log write failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
 
     def _write(self, batch: list[EventRecord]) -> None:
-        if not self._indexes_ready:
-            # The TTL index must exist before the first payload (personal data) lands,
-            # even on a database that has only ever seen non-user events.
-            ensure_indexes(self.collection.database, fields=self._fields)
-            self._indexes_ready = True
+        # The TTL index must exist before the first payload (personal data) lands, even on
+        # a database that has only ever seen events no resource handles.
+        self._indexes.ensure()
         # Most records are a delivery's first: a plain insert is the cheapest write. A
         # redelivery's record exists already; the insert refuses it and the upsert merges it.
         # A write concern error alone means the writes ran on the primary: the records are
@@ -188,26 +214,36 @@ class EventLog:
         self._erase_deleted_users(batch)
 
     def _erase_deleted_users(self, batch: list[EventRecord]) -> None:
-        """Strip the payloads just written for users already deleted. Checked after the
-        write, as inserts check for tombstones: either this read sees the tombstone, or
-        the deletion comes later and erases these records itself. Only this batch's
-        records are touched, by ``_id``: the deletion erased the user's earlier ones."""
-        ids = list({r.user_id for r in batch if r.user_id and r.payload is not None})
-        if not ids:
-            return
-        tombstones = self.collection.database[TOMBSTONES]
-        deleted = {t["_id"] for t in tombstones.find({"_id": {"$in": ids}}, {"_id": 1})}
-        written = [r.delivery_id for r in batch if r.user_id in deleted and r.payload is not None]
-        if written:
+        """Strip the payloads just written that name a user or an organization already
+        deleted. Checked after the write, as inserts check for tombstones: either this read
+        sees the tombstone, or the deletion comes later and erases these records itself.
+        Only this batch's records are touched, by ``_id``: the deletion erased earlier ones."""
+        kept = [r for r in batch if r.payload is not None and r.subject is not None]
+        erased: set[str] = set()
+        for field_name, tombstones in self._tombstones.items():
+            named = [(r.delivery_id, r.named(field_name)) for r in kept]
+            ids = list({i for _, i in named if i})
+            if not ids:
+                continue
+            found = self.collection.database[tombstones].find({"_id": {"$in": ids}}, {"_id": 1})
+            deleted = {t["_id"] for t in found}
+            erased.update(delivery_id for delivery_id, i in named if i in deleted)
+        if erased:
             self.collection.update_many(
-                {"_id": {"$in": written}, "type": {"$ne": "user.deleted"}}, _ERASE_PAYLOAD, hint=[("_id", 1)]
+                {"_id": {"$in": list(erased)}, "type": {"$nin": list(self._redacted_types)}},
+                _ERASE_PAYLOAD,
+                hint=[("_id", 1)],
             )
 
     def _latest(self, record: EventRecord) -> dict[str, Any]:
         """The fields every attempt sets."""
+        subject = record.subject
         latest: dict[str, Any] = {
             "type": record.event_type,
-            "userId": record.user_id,
+            "subject": subject.kind if subject is not None else None,
+            "subjectId": subject.id if subject is not None else None,
+            USER_FIELD: record.user_id,
+            ORG_FIELD: record.org_id,
             "lastOutcome": record.outcome.value,
             "lastReceivedAt": record.received_at,
             "error": record.error,
@@ -250,6 +286,7 @@ class EventLog:
         *,
         outcome: str | None = None,
         user_id: str | None = None,
+        org_id: str | None = None,
         event_type: str | None = None,
         since: datetime | None = None,
         limit: int = 50,
@@ -260,7 +297,9 @@ class EventLog:
         if outcome:
             query["outcome"] = outcome
         if user_id:
-            query["userId"] = user_id
+            query[USER_FIELD] = user_id
+        if org_id:
+            query[ORG_FIELD] = org_id
         if event_type:
             query["type"] = event_type
         if since:
@@ -270,12 +309,15 @@ class EventLog:
         return list(cursor.limit(limit) if limit else cursor)
 
 
-def erase_payloads(db: Database[Any], clerk_ids: list[str]) -> None:
-    """Remove the personal data of deleted users from their event records: the payload
-    (names, email addresses, IP) goes; the record that the delivery happened stays. The
-    record of a deletion keeps its payload, which holds only the user's id."""
+def erase_payloads(
+    db: Database[Any], field_name: str, ids: list[str], redacted_types: frozenset[str]
+) -> None:
+    """Remove the personal data of deleted users (``userId``) or organizations (``orgId``)
+    from the records that name them: the payload (names, email addresses, IP) goes; the
+    record that the delivery happened stays. A deletion's own record keeps its payload,
+    redacted to the ids it names."""
     db[EVENTS].update_many(
-        {"userId": {"$in": clerk_ids}, "type": {"$ne": "user.deleted"}, "payload": {"$exists": True}},
+        {field_name: {"$in": ids}, "type": {"$nin": list(redacted_types)}, "payload": {"$exists": True}},
         _ERASE_PAYLOAD,
-        hint=BY_USER_ID,
+        hint=NAMED_BY[field_name],
     )

@@ -18,10 +18,15 @@ from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
 
-from .clerk_api import ClerkAPI, ClerkUnavailable, ClerkUserNotFound
-from .domain import Outcome, map_clerk_user, unmappable_reason
-from .fieldmap import FieldMap
-from .store import StoreUnavailable, UserStore
+from ..clerk_api import ClerkNotFound, ClerkUnavailable
+from ..events import Outcome, unstorable_reason
+from ..fieldmap import FieldMap
+from ..resources.users.clerk import UserSource
+from ..resources.users.mapping import map_clerk_user
+from ..resources.users.store import UserStore
+from ..store.errors import StoreUnavailable
+from ..values import from_storable
+from .claims import SyncClaims
 
 T = TypeVar("T")
 
@@ -70,13 +75,14 @@ class UserSync:
     def __init__(
         self,
         store: UserStore,
-        clerk: ClerkAPI,
+        clerk: UserSource,
         *,
         min_interval_s: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.clerk = clerk
+        self.claims = SyncClaims(store)
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._flights: SingleFlight[SyncResult] = SingleFlight()
@@ -93,7 +99,7 @@ class UserSync:
         if self.min_interval_s <= 0:
             return sync_user(self.store, self.clerk, clerk_id)
         now = self._clock()
-        claim = self.store.claim_sync(clerk_id, now, self.min_interval_s)
+        claim = self.claims.claim(clerk_id, now, self.min_interval_s)
         if claim is None:
             doc = self.store.get(clerk_id)
             if doc is not None:
@@ -104,25 +110,25 @@ class UserSync:
             if claim is not None:
                 # If this fails too, the claim lapses after the interval, as a crashed worker's does.
                 with contextlib.suppress(StoreUnavailable):
-                    self.store.release_sync(claim)
+                    self.claims.release(claim)
             raise
         if claim is None:  # the first sync created the document: start its interval now
-            self.store.claim_sync(clerk_id, now, self.min_interval_s)
+            self.claims.claim(clerk_id, now, self.min_interval_s)
         return result
 
 
-def sync_user(store: UserStore, clerk: ClerkAPI, clerk_id: str) -> SyncResult:
+def sync_user(store: UserStore, clerk: UserSource, clerk_id: str) -> SyncResult:
     """Fetch the user from Clerk and upsert it under the same ordering rule as webhooks.
 
     A webhook that is newer than Clerk's answer is kept; an older one arriving later
     cannot overwrite what sync wrote. Raises ClerkUnavailable or StoreUnavailable.
     """
     try:
-        clerk_user = clerk.get_user(clerk_id)
-    except ClerkUserNotFound:
+        clerk_user = clerk.get(clerk_id)
+    except ClerkNotFound:
         store.delete(clerk_id)
         raise SyncedUserGone(clerk_id) from None
-    reason = unmappable_reason(clerk_user)
+    reason = unstorable_reason(clerk_user)
     if reason is not None:
         raise ClerkUnavailable(f"Clerk API sent a user that cannot be stored: {reason}", 502)
     result = store.upsert_if_newer(map_clerk_user(clerk_user, store.fields))
@@ -134,11 +140,14 @@ def sync_user(store: UserStore, clerk: ClerkAPI, clerk_id: str) -> SyncResult:
 
 def public_user(doc: dict[str, Any], fields: FieldMap) -> dict[str, Any]:
     """The document as the field map describes it (the identity, every mapped field, and
-    when it was created and updated), as JSON: ids as strings, times as ISO 8601."""
+    when it was created and updated), as JSON: ids as strings, times as ISO 8601, and
+    metadata as the JSON Clerk holds, whichever rule stored it (``values.storable``)."""
     view: dict[str, Any] = {"_id": str(doc["_id"])}
+    json_text = fields.json_text_fields
     for name in fields.public_fields:
         if name in doc:
-            view[name] = _json_value(doc[name])
+            value = doc[name]
+            view[name] = _json_value(from_storable(value) if name in json_text else value)
     return view
 
 

@@ -1,0 +1,224 @@
+"""Bring mirrored collections into agreement with Clerk, one resource after another.
+
+For each resource it pages through Clerk's list (500 at a time), writes each page's
+creates and updates in one bulk write under the webhook ordering rule, then removes local
+records Clerk no longer has, exactly as a deletion event would, a batch at a time, after
+Clerk confirms each absence by id: absence from a listing alone is no proof (an object
+created or deleted while the list is walked can shift what a page holds). Memory stays
+bounded: one page is held at a time, and records seen are stamped in the database rather
+than kept in a set (except in a dry run, which writes nothing and so keeps the keys in
+memory).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..events import Outcome
+from .batched import BatchedMirror
+from .records import Plan, Record, plan_version
+
+
+class ReconcileRefused(Exception):
+    """Clerk listed none of a resource while local records exist; deleting them all needs --force."""
+
+
+class Source(Protocol):
+    """How one resource is read from Clerk for reconcile."""
+
+    noun: str  # "users", "organizations", ...
+    confirm_batch: int  # keys one ``existing`` call confirms at most
+
+    def pages(self) -> Iterator[list[Any]]:
+        """Every object Clerk has, a page at a time."""
+
+    def record(self, obj: Any) -> Record | str:
+        """The object as the app's document holds it, or why it cannot be stored."""
+
+    def existing(self, keys: list[str]) -> set[str]:
+        """Which of these keys Clerk still has, asked by id."""
+
+
+@dataclass(frozen=True)
+class Target:
+    store: BatchedMirror
+    source: Source
+
+
+@dataclass
+class ResourceReport:
+    noun: str
+    seen: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    pages: int = 0
+    would_delete: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (id or "?", why)
+
+    def summary(self, dry_run: bool) -> str:
+        verb = "would be " if dry_run else ""
+        skipped = f", skipped {len(self.skipped)}" if self.skipped else ""
+        return (
+            f"{self.seen} Clerk {self.noun} in {self.pages} pages: {verb}created {self.created}, "
+            f"{verb}updated {self.updated}, unchanged {self.unchanged}, {verb}deleted {self.deleted}{skipped}"
+        )
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool = False
+    resources: list[ResourceReport] = field(default_factory=list)
+    clerk_requests: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def current(self) -> ResourceReport:
+        """The resource being reconciled (the last one started)."""
+        return self.resources[-1]
+
+    def summary(self) -> str:
+        parts = [r.summary(self.dry_run) for r in self.resources]
+        return "; ".join([*parts, self.request_rate()])
+
+    def request_rate(self) -> str:
+        """How hard the run leaned on Clerk's rate limit, which the live app shares (a rate
+        over less than a second would say little, so it is left out)."""
+        plural = "" if self.clerk_requests == 1 else "s"
+        text = f"{self.clerk_requests} Clerk request{plural} in {self.elapsed_s:.1f} s"
+        if self.elapsed_s >= 1:
+            text += f" ({self.clerk_requests / self.elapsed_s:.1f}/s)"
+        return text
+
+
+def reconcile(
+    targets: list[Target],
+    requests_sent: Callable[[], int],
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    refresh: bool = False,
+    on_page: Callable[[ReconcileReport], None] | None = None,
+) -> ReconcileReport:
+    """Run one reconcile pass over ``targets``, in order. Safe to rerun, and safe while
+    webhooks arrive. ``refresh`` rewrites every stored record with the current field map,
+    not only those Clerk changed. ``requests_sent`` counts the Clerk client's requests."""
+    report = ReconcileReport(dry_run=dry_run)
+    started = time.monotonic()
+    requests_before = requests_sent()
+
+    def count_requests() -> None:
+        report.clerk_requests = requests_sent() - requests_before
+        report.elapsed_s = time.monotonic() - started
+
+    for target in targets:
+        resource = ResourceReport(target.source.noun)
+        report.resources.append(resource)
+        run = ResourcePass(target, resource, dry_run, refresh)
+        for page in target.source.pages():
+            run.apply_page(page)
+            resource.pages += 1
+            count_requests()
+            if on_page is not None:
+                on_page(report)
+        run.delete_missing(force)
+        count_requests()
+    return report
+
+
+class ResourcePass:
+    """One resource's pass: its pages, then its deletions."""
+
+    def __init__(self, target: Target, report: ResourceReport, dry_run: bool, refresh: bool) -> None:
+        self.store = target.store
+        self.source = target.source
+        self.report = report
+        self.dry_run = dry_run
+        self.refresh = refresh
+        self.run_id = uuid.uuid4().hex
+        self.started_ms = int(time.time() * 1000)
+        self.seen: set[str] | None = set() if dry_run else None
+
+    def apply_page(self, page: list[Any]) -> None:
+        store, report = self.store, self.report
+        records = []
+        for obj in page:
+            mapped = self.source.record(obj)
+            if isinstance(mapped, Record):
+                records.append(mapped)
+            else:  # one odd object never aborts a page
+                obj_id = obj.get("id") if isinstance(obj, dict) else None
+                report.skipped.append((obj_id if isinstance(obj_id, str) and obj_id else "?", mapped))
+        keys = [r.key for r in records]
+        local = store.versions(keys)
+        held = store.held_back(records)
+        todo = []
+        for record in records:
+            plan = plan_version(record.version, local.get(record.key), record.key in held, self.refresh)
+            if plan is Plan.KEEP:
+                report.unchanged += 1
+            else:
+                todo.append((plan, record))
+        report.seen += len(records)
+        if self.seen is not None:
+            self.seen.update(keys)
+            for plan, _ in todo:
+                report.created += plan is Plan.CREATE
+                report.updated += plan is Plan.UPDATE
+            return
+        # Records not stored locally are inserted (one command); the rest are guarded upserts.
+        creating = [i for i, (plan, _) in enumerate(todo) if plan is Plan.CREATE]
+        updating = [i for i, (plan, _) in enumerate(todo) if plan is not Plan.CREATE]
+        outcomes = [Outcome.APPLIED] * len(todo)
+        stamped: set[str] = set()  # inserted with this run's stamp already
+        inserted = store.insert_new([todo[i][1] for i in creating], {"reconcileRun": self.run_id})
+        for i, (outcome, fresh) in zip(creating, inserted, strict=True):
+            outcomes[i] = outcome
+            if fresh:
+                stamped.add(todo[i][1].key)
+        for i, outcome in zip(
+            updating, store.upsert_many_if_newer([todo[i][1] for i in updating]), strict=True
+        ):
+            outcomes[i] = outcome
+        for (plan, _), outcome in zip(todo, outcomes, strict=True):
+            if outcome is not Outcome.APPLIED:
+                report.unchanged += 1
+            elif plan is Plan.CREATE:
+                report.created += 1
+            else:
+                report.updated += 1
+        store.mark_seen([k for k in keys if k not in stamped], self.run_id)
+
+    def delete_missing(self, force: bool) -> None:
+        """Delete local records Clerk did not list, after Clerk confirms each one is gone:
+        a batch confirmed by one lookup is deleted together, in a few commands."""
+        batch: list[str] = []
+        report = self.report
+
+        def flush() -> None:
+            still_there = self.source.existing(batch)
+            gone = [key for key in batch if key not in still_there]
+            if self.dry_run:
+                report.would_delete.extend(gone)
+            else:
+                self.store.delete_many(gone)
+            report.deleted += len(gone)  # counted once done, so a stopped run's "so far" is true
+            batch.clear()
+
+        run_id = None if self.seen is not None else self.run_id
+        for key in self.store.iter_unseen(run_id, self.started_ms, self.seen):
+            if report.seen == 0 and not force:
+                raise ReconcileRefused(
+                    f"Clerk returned zero {report.noun} while local {report.noun} exist; refusing to delete "
+                    "them (check CLERK_SECRET_KEY points at the right instance, or pass --force)"
+                )
+            batch.append(key)
+            if len(batch) >= self.source.confirm_batch:
+                flush()
+        if batch:
+            flush()

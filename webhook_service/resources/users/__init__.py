@@ -1,0 +1,1 @@
+"""Clerk users, mirrored into the app's ``users`` collection."""
