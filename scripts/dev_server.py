@@ -24,11 +24,13 @@ from pymongo import MongoClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from webhook_service.dev.local_clerk import LocalClerk, generate_signing_key, public_pem_of  # noqa: E402
 from webhook_service.dev.sample_events import sample_users  # noqa: E402
+from webhook_service.dev.sample_organizations import sample_organizations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("DEV_DATA_DIR") or ROOT / ".data")  # the tests give their own
 DB_PORT = int(os.environ.get("DEV_DB_PORT", "27018"))
 CLERK_PORT = int(os.environ.get("DEV_CLERK_PORT", "8001"))
+DECLARATIONS = ("USER_FIELDS_FILE", "ORGANIZATION_FIELDS_FILE", "DELETE_CASCADE", "INSERT_ONLY_FIELDS")
 
 
 def start_dev_database() -> tuple[subprocess.Popen, str]:
@@ -68,7 +70,14 @@ def start_local_clerk() -> LocalClerk:
         DATA.mkdir(exist_ok=True)
         path.write_text(generate_signing_key())
         path.chmod(0o600)
-    clerk = LocalClerk(users=sample_users(), signing_key_pem=path.read_text(), port=CLERK_PORT)
+    organizations, memberships = sample_organizations()
+    clerk = LocalClerk(
+        users=sample_users(),
+        organizations=organizations,
+        memberships=memberships,
+        signing_key_pem=path.read_text(),
+        port=CLERK_PORT,
+    )
     try:
         return clerk.start()
     except OSError:
@@ -82,7 +91,9 @@ def main() -> None:
     database = None
     if not env.get("MONGODB_URI"):
         database, env["MONGODB_URI"] = start_dev_database()
-        print(f"development database: {env['MONGODB_URI']} (data in .data/secantus)")
+        where = DATA / "secantus"
+        shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+        print(f"development database: {env['MONGODB_URI']} (data in {shown})")
     if not env.get("CLERK_WEBHOOK_SIGNING_SECRET"):
         env["CLERK_WEBHOOK_SIGNING_SECRET"] = dev_signing_secret()
         print(f"development signing secret: {env['CLERK_WEBHOOK_SIGNING_SECRET']}")
@@ -95,12 +106,16 @@ def main() -> None:
         exported += ["CLERK_API_URL", "CLERK_SECRET_KEY", "CLERK_JWT_KEY"]
         people = ", ".join(f"{u['first_name']} ({u['id']})" for u in sample_users())
         print(f"local Clerk: {clerk.url} with {len(clerk.users)} sample users: {people}")
+        teams = ", ".join(f"{o['name']} ({o['id']})" for o in clerk.orgs.organizations.values())
+        print(f"  and {len(clerk.orgs.organizations)} organization: {teams}, with Ada and Grace")
         print("  CLERK_API_URL, CLERK_SECRET_KEY and CLERK_JWT_KEY point the service at it")
     url = f"http://127.0.0.1:{env['PORT']}"
     env["WEBHOOK_URL"] = f"{url}/api/webhooks/clerk"
     env["SERVICE_URL"] = url
     DATA.mkdir(exist_ok=True)
-    names = [*exported, "WEBHOOK_URL", "SERVICE_URL"]
+    # What the app declares it keeps, so that commands run from dev.env (reconcile) agree.
+    declared = [n for n in DECLARATIONS if env.get(n)]
+    names = [*exported, *declared, "WEBHOOK_URL", "SERVICE_URL"]
     (DATA / "dev.env").write_text("".join(f"export {n}={shlex.quote(env[n])}\n" for n in names))
     print(f"metrics on http://{env['METRICS_ADDR']}/metrics (METRICS_ADDR; not on the public port)")
     print(f"serving on {url}; from another terminal, after `. .data/dev.env`:")

@@ -14,6 +14,7 @@ RECONCILE_RUN = "reconcileRun"  # the last reconcile run that saw it in Clerk's 
 SYNCED_AT = "clerkSyncedAt"  # when its last sync started (SYNC_MIN_INTERVAL_S)
 USERNAME_LOWER = "usernameLower"  # the username as the unique, case-blind index holds it
 USERNAME_SOURCE = "usernameSource"  # where the username came from (clerk, email, fallback)
+MEMBERSHIP_KEY = "clerkMembershipKey"  # a membership's organization and user ids, as one key
 
 BOOKKEEPING_FIELDS = (
     "_id",
@@ -25,4 +26,10 @@ BOOKKEEPING_FIELDS = (
     RECONCILE_RUN,
     CREATED_AT,
     UPDATED_AT,
+    MEMBERSHIP_KEY,
 )
+# The service's timestamps, which a map may take over (an organization's createdAt from
+# Clerk's created_at, say): then the service does not write its own there.
+TIMESTAMPS = (CREATED_AT, UPDATED_AT)
+# The fields no map may name.
+RESERVED_FIELDS = tuple(name for name in BOOKKEEPING_FIELDS if name not in TIMESTAMPS)

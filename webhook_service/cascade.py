@@ -28,7 +28,7 @@ class CascadeRule:
 
 
 def parse_cascade_rules(
-    text: str | Iterable[str], *, owned: tuple[str, ...] = (), kept: str | None = None
+    text: str | Iterable[str], *, owned: tuple[str, ...] = (), kept: tuple[str, ...] = ()
 ) -> tuple[CascadeRule, ...]:
     """``posts.user:delete,posts.likes:pull`` (or a list of rules) as rules; ValueError
     names a bad one. ``owned`` are collections the service keeps itself, which no rule may
@@ -56,7 +56,9 @@ def parse_cascade_rules(
         # "system.profile.x" splits as collection "system": refused, as every system.* is.
         if collection in owned or collection == "system":
             raise ValueError(f"rule {raw!r} names a collection the service owns")
-        if collection == kept and action == "delete":
-            raise ValueError(f"rule {raw!r} would delete other {kept}; use pull or unset on {kept}")
+        if collection in kept and action == "delete":
+            raise ValueError(
+                f"rule {raw!r} would delete {collection} Clerk keeps; use pull or unset on {collection}"
+            )
         rules.append(CascadeRule(collection, path, action))
     return tuple(rules)

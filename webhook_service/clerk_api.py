@@ -92,8 +92,12 @@ class ClerkAPI:
         return obj
 
     def page(self, path: str, params: dict[str, Any]) -> Page:
-        """One page of a list, in either of Clerk's shapes."""
-        body = _json(self._get(path, params))
+        """One page of a list, in either of Clerk's shapes; ClerkNotFound on a 404 (the
+        organization a list belongs to is gone, say)."""
+        response = self._get(path, params)
+        if response.status_code == 404:
+            raise ClerkNotFound(f"Clerk has no {path}")
+        body = _json(response)
         if isinstance(body, list):
             return Page(body)
         data = body.get("data") if isinstance(body, dict) else None

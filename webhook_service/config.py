@@ -10,6 +10,7 @@ import base64
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -18,7 +19,9 @@ from svix.webhooks import Webhook
 
 from .cascade import CascadeRule, parse_cascade_rules
 from .catalog import Declarations
-from .fieldmap import FieldMap, FieldMapError
+from .fieldmap import FieldMap, FieldMapError, read_toml
+from .resources.memberships.mapping import MembershipMap, parse_membership_map
+from .resources.organizations.mapping import OrganizationMap, parse_organization_map
 from .resources.users.mapping import load_user_fields
 from .schema import SERVICE_COLLECTIONS, USERS
 
@@ -51,9 +54,13 @@ class Config:
     delete_cascade: tuple[CascadeRule, ...] = ()
     metrics_addr: tuple[str, int] | None = DEFAULT_METRICS_ADDR
     user_fields_file: str | None = None
-    # The field map the service writes by: USER_FIELDS_FILE's, or the built-in (xClone's),
-    # with INSERT_ONLY_FIELDS applied. Read and checked once, when the config is made.
+    organization_fields_file: str | None = None
+    # The maps the service writes by, read and checked once, when the config is made:
+    # USER_FIELDS_FILE's or the built-in (xClone's) with INSERT_ONLY_FIELDS applied, and
+    # ORGANIZATION_FIELDS_FILE's organizations and memberships (None without the file).
     user_fields: FieldMap = field(init=False, compare=False)
+    organizations: OrganizationMap | None = field(init=False, compare=False, default=None)
+    memberships: MembershipMap | None = field(init=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         try:
@@ -65,6 +72,20 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"INSERT_ONLY_FIELDS: {exc}") from None
         object.__setattr__(self, "user_fields", fields)
+        if self.organization_fields_file:
+            try:
+                organizations, memberships = load_organization_file(self.organization_fields_file)
+            except FieldMapError as exc:
+                raise ConfigError(f"ORGANIZATION_FIELDS_FILE: {exc}") from None
+            mirrored = {organizations.collection, *((memberships.collection,) if memberships else ())}
+            for rule in self.delete_cascade:
+                if rule.collection in mirrored and rule.action == "delete":
+                    raise ConfigError(
+                        f"DELETE_CASCADE: rule '{rule.collection}.{rule.field}:delete' would delete "
+                        f"{rule.collection} Clerk keeps; use pull or unset on {rule.collection}"
+                    )
+            object.__setattr__(self, "organizations", organizations)
+            object.__setattr__(self, "memberships", memberships)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -89,6 +110,7 @@ class Config:
             delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
             metrics_addr=_listen_address(env.get("METRICS_ADDR", "")),
             user_fields_file=env.get("USER_FIELDS_FILE", "").strip() or None,
+            organization_fields_file=env.get("ORGANIZATION_FIELDS_FILE", "").strip() or None,
         )
         config.validate()
         return config
@@ -121,7 +143,7 @@ class Config:
     @property
     def declared(self) -> Declarations:
         """What the service keeps for this app (see ``catalog``)."""
-        return Declarations(self.user_fields, self.delete_cascade)
+        return Declarations(self.user_fields, self.delete_cascade, self.organizations, self.memberships)
 
     @property
     def clerk_server_url(self) -> str:
@@ -169,10 +191,25 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def load_organization_file(path: str | Path) -> tuple[OrganizationMap, MembershipMap | None]:
+    """``ORGANIZATION_FIELDS_FILE``: the organizations, and the memberships when its
+    ``[memberships]`` table declares them; FieldMapError names the file and the entry."""
+    data = read_toml(path)
+    try:
+        organizations = parse_organization_map(data, owned=SERVICE_COLLECTIONS, kept=(USERS,))
+        memberships = None
+        if "memberships" in data:
+            taken = (*SERVICE_COLLECTIONS, USERS, organizations.collection)
+            memberships = parse_membership_map(data["memberships"], taken=taken)
+    except FieldMapError as exc:
+        raise FieldMapError(f"{path}: {exc}") from None
+    return organizations, memberships
+
+
 def delete_cascade_rules(text: str) -> tuple[CascadeRule, ...]:
     """``DELETE_CASCADE``'s rules; ValueError names a bad one. The service's own collections
     are off limits, and a rule may pull or unset on ``users`` but not delete other users."""
-    return parse_cascade_rules(text, owned=SERVICE_COLLECTIONS, kept=USERS)
+    return parse_cascade_rules(text, owned=SERVICE_COLLECTIONS, kept=(USERS,))
 
 
 def _cascade(raw: str) -> tuple[CascadeRule, ...]:

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Event, Outcome, Subject
+from .resources.memberships import handlers as memberships
+from .resources.memberships.store import MembershipStore
+from .resources.organizations import handlers as organizations
+from .resources.organizations.store import OrganizationStore
 from .resources.users import handlers as users
 from .resources.users.store import UserStore
 
@@ -42,6 +46,30 @@ EVENT_TYPES: Mapping[str, EventType] = {
     "user.created": EventType("users", users.changed_user, users.upsert_user),
     "user.updated": EventType("users", users.changed_user, users.upsert_user),
     "user.deleted": EventType("users", users.deleted_user, users.delete_user, users.deletion_stub),
+    "organization.created": EventType(
+        "organizations", organizations.changed_organization, organizations.upsert_organization
+    ),
+    "organization.updated": EventType(
+        "organizations", organizations.changed_organization, organizations.upsert_organization
+    ),
+    "organization.deleted": EventType(
+        "organizations",
+        organizations.deleted_organization,
+        organizations.delete_organization,
+        organizations.deletion_stub,
+    ),
+    "organizationMembership.created": EventType(
+        "memberships", memberships.changed_membership, memberships.upsert_membership
+    ),
+    "organizationMembership.updated": EventType(
+        "memberships", memberships.changed_membership, memberships.upsert_membership
+    ),
+    "organizationMembership.deleted": EventType(
+        "memberships",
+        memberships.deleted_membership,
+        memberships.delete_membership,
+        memberships.deletion_stub,
+    ),
 }
 REDACTED_TYPES = frozenset(name for name, entry in EVENT_TYPES.items() if entry.redacted)
 
@@ -51,6 +79,8 @@ class Stores:
     """The resources this app mirrors; one the app has not declared is None."""
 
     users: UserStore
+    organizations: OrganizationStore | None = None
+    memberships: MembershipStore | None = None
 
 
 def route(stores: Stores, event_type: str) -> tuple[EventType, Any] | None:

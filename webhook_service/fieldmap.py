@@ -19,8 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .bookkeeping import BOOKKEEPING_FIELDS
-from .values import MISSING, TYPES, coerce, fresh_default, may_be_json_text, storable
+from .bookkeeping import BOOKKEEPING_FIELDS, RESERVED_FIELDS, TIMESTAMPS
+from .values import MISSING, TYPES, UNKNOWN, coerce, fresh_default, may_be_json_text, storable
 
 _ENTRY_KEYS = frozenset(("from", "type", "default", "insert_only", "nullable"))
 _PATH = re.compile(r"^[^.$\s][^.\s]*(\.[^.\s]+)*$")
@@ -118,7 +118,12 @@ class FieldMap:
     @cached_property
     def public_fields(self) -> tuple[str, ...]:
         """The document as the service shows it (sync's answer), in the map's order."""
-        return (*self.identity, *(f.target for f in self.fields), "createdAt", "updatedAt")
+        return tuple(dict.fromkeys((*self.identity, *(f.target for f in self.fields), *TIMESTAMPS)))
+
+    @cached_property
+    def service_timestamps(self) -> frozenset[str]:
+        """``createdAt`` and ``updatedAt``, each unless the map takes it over."""
+        return frozenset(TIMESTAMPS) - {f.target for f in self.fields}
 
     def values_of(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The sourced fields' values for Clerk's ``obj``, and the fields it has no value
@@ -126,7 +131,10 @@ class FieldMap:
         values: dict[str, Any] = {}
         absent: list[str] = []
         for spec in self.sourced:
-            value = coerce(spec.type, spec.read(obj))
+            raw = spec.read(obj)
+            if raw is UNKNOWN:
+                continue
+            value = coerce(spec.type, raw)
             if value is MISSING:
                 value = spec.when_missing()
             if value is MISSING:
@@ -176,8 +184,19 @@ def field_name(name: Any, where: str) -> str:
         raise FieldMapError(f"{where}: a field name must be a non-empty string")
     if "." in name or name.startswith("$"):
         raise FieldMapError(f"{where}: field name {name!r} may not contain '.' or start with '$'")
-    if name in BOOKKEEPING_FIELDS:
+    if name in RESERVED_FIELDS:
         raise FieldMapError(f"{where}: {name!r} is one of the service's own fields")
+    return name
+
+
+def collection_name(name: Any, where: str, taken: tuple[str, ...] = ()) -> str:
+    """A collection the map names: a plain name, not one the service keeps for itself."""
+    if not isinstance(name, str):
+        raise FieldMapError(f"{where}: {name!r} is not a collection name")
+    if not name or "$" in name or "\0" in name or name.startswith(("system.", ".")):
+        raise FieldMapError(f"{where}: {name!r} is not a collection name")
+    if name in taken:
+        raise FieldMapError(f"{where}: {name!r} is a collection the service already keeps")
     return name
 
 

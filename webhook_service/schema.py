@@ -140,7 +140,8 @@ def cascade_indexes(
     every deletion scans that collection, and its cost grows with it. Additive and
     non-unique, so safe to create beside the app's own. Named as mongoose names an index on
     the field (``user_1``), so the app's own declaration of it is a no-op."""
-    wanted = {(spec.collection, spec.fields) for spec in service}
+    # A wanted index whose key starts with the field serves the rule's lookups already.
+    wanted = {(spec.collection, spec.fields[:1]) for spec in service}
     specs: dict[tuple[str, tuple[str, ...]], IndexSpec] = {}
     for rule in rules:
         key = (rule.collection, (rule.field,))

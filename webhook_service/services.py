@@ -19,12 +19,14 @@ from .config import Config
 from .deliveries import DeliveryHandler
 from .dispatch import Stores
 from .metrics import Metrics
+from .resources.memberships.clerk import MembershipSource
 from .resources.users.clerk import UserSource
 from .signatures import WebhookVerifier
 from .store.eventlog import EventLog
 from .store.indexes import IndexGate
 from .store.mongo import connect
 from .sync import UserSync
+from .sync.memberships import MembershipRefresh
 from .tokens import JwksCache, SessionTokenVerifier
 
 EXTENSION = "webhook_service"
@@ -72,7 +74,13 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
         )
         jwks = JwksCache(config.clerk_api_url, config.clerk_secret_key)
         source = UserSource(clerk, config.user_fields)
-        sync = UserSync(stores.users, source, min_interval_s=config.sync_min_interval_s)
+        memberships = None
+        if stores.memberships is not None:
+            member_source = MembershipSource(clerk, stores.memberships.memberships)
+            memberships = MembershipRefresh(stores.memberships, member_source)
+        sync = UserSync(
+            stores.users, source, min_interval_s=config.sync_min_interval_s, memberships=memberships
+        )
     tokens = SessionTokenVerifier(
         jwt_key=config.clerk_jwt_key,
         authorized_parties=config.authorized_parties,

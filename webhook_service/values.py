@@ -31,6 +31,16 @@ class Missing(Enum):
 MISSING = Missing.VALUE
 
 
+class Unknown(Enum):
+    """Clerk did not say: the stored value, if any, stays (an optional key, such as an
+    organization's ``members_count``, that a payload may leave out)."""
+
+    VALUE = "unknown"
+
+
+UNKNOWN = Unknown.VALUE
+
+
 def coerce(kind: str | None, value: Any) -> Any:
     """``value`` as a field of type ``kind`` holds it, or MISSING if it is another type."""
     if value is None:

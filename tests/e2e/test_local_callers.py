@@ -36,7 +36,7 @@ BOOT_TIMEOUT_S = 60.0
 class DevServer:
     """``scripts/dev_server.py`` (what ``make run`` runs) and the variables it exported."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **extra_env: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.metrics_addr = f"127.0.0.1:{free_port()}"
@@ -47,6 +47,7 @@ class DevServer:
             DEV_CLERK_PORT=str(free_port()),
             DEV_DATA_DIR=str(data_dir),
             METRICS_ADDR=self.metrics_addr,
+            **extra_env,
         )
         self.log = data_dir / "dev-server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +202,34 @@ def test_commands_that_do_not_need_clerk_do_not_warn_about_it(mongo_uri):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0 deliveries"
     assert result.stderr == ""
+
+
+def test_with_the_organization_map_the_local_clerks_teams_reach_the_database(tmp_path_factory):
+    """``ORGANIZATION_FIELDS_FILE=docs/examples/organization-fields.toml make run``: the
+    local Clerk serves its sample organization, the dev server exports the variable for the
+    commands, and a webhook, a sync and a reconcile bring the teams in."""
+    org_map = str(REPO_ROOT / "docs/examples/organization-fields.toml")
+    dev = DevServer(tmp_path_factory.mktemp("dev-orgs"), ORGANIZATION_FIELDS_FILE=org_map)
+    try:
+        assert "and 1 organization: Analytical Engine Society (org_" in dev.output()
+        assert dev.env["ORGANIZATION_FIELDS_FILE"] == org_map
+        webhook = dev.command("send-test-event", "organization.created", "--url", dev.env["WEBHOOK_URL"])
+        assert webhook.returncode == 0, webhook.stderr
+        assert webhook.stdout.rstrip().endswith('-> 200 {"outcome":"applied"}')
+        assert sync(dev, token_for(dev, GRACE)).status_code == 201  # and her membership with her
+
+        dry_run = dev.command("reconcile", "--dry-run")
+
+        assert dry_run.returncode == 0, dry_run.stderr
+        summary = dry_run.stdout.strip().splitlines()[-1]
+        assert "1 Clerk organizations in 1 pages: would be created 0, would be updated 0, unchanged 1" in (
+            summary
+        )
+        assert "2 Clerk memberships in 1 pages: would be created 1, would be updated 0, unchanged 1" in (
+            summary
+        )
+    finally:
+        dev.stop()
 
 
 # -- the Expo client's core, against the live service -----------------------------------------

@@ -532,7 +532,7 @@ def test_send_test_event_new_user_cannot_be_deleted_or_named(app):
     assert one_line_error(deleted) == (
         "Error: user.deleted needs an existing user: give --user-id, or leave it out for Ada"
     )
-    assert one_line_error(both) == "Error: --new and --user-id exclude each other"
+    assert one_line_error(both) == "Error: --new excludes --user-id and --org-id"
 
 
 # -- init-db and help ---------------------------------------------------------------------
@@ -567,3 +567,38 @@ def test_the_command_list_names_every_command(app):
     assert result.exit_code == 0, result.output
     for command in COMMANDS:
         assert re.search(rf"^\s+{re.escape(command)}\s", result.output, re.M), command
+
+
+def test_send_test_event_tells_the_local_clerks_organization_story(make_app, serve):
+    """Organization and membership events are about the local Clerk's organization and its
+    members (Ada by default), as it serves them: the whole membership, .deleted included."""
+    from pathlib import Path
+
+    from webhook_service.dev.sample_organizations import sample_organizations
+
+    org_map = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
+    app = make_app(organization_fields_file=str(org_map))
+    db = app.extensions["webhook_service"].db
+    url = serve(app)
+    [society], members = sample_organizations()
+    grace = members[1]["public_user_data"]["user_id"]
+
+    lines = [
+        cli(app, "send-test-event", event_type, "--url", url, *extra)
+        for event_type, extra in (
+            ("organizationMembership.created", ()),
+            ("organization.created", ("--name", "The Society")),
+            ("organizationMembership.updated", ("--user-id", grace, "--role", "org:admin")),
+            ("organizationMembership.deleted", ()),
+        )
+    ]
+
+    assert [r.exit_code for r in lines] == [0, 0, 0, 0], [r.output for r in lines]
+    assert all(" -> 200 " in r.output for r in lines), [r.output for r in lines]
+    assert f"organization.created for {society['id']} (" in lines[1].output
+    assert db.organizations.find_one()["name"] == "The Society"
+    [left] = list(db.memberships.find())
+    assert (left["clerkUserId"], left["role"], left["title"]) == (grace, "org:admin", "Engineer")
+    gone = cli(app, "send-test-event", "organization.deleted", "--url", url)
+    assert gone.exit_code == 0, gone.output
+    assert db.organizations.count_documents({}) == 0 and db.memberships.count_documents({}) == 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,11 @@ XCLONE_CASCADE = (
 QUERY_COMMANDS = {"find", "update", "delete", "findAndModify", "aggregate", "count", "distinct"}
 # (collection, the filter's fields): scans made once per reconcile run, not per user.
 ONCE_PER_RUN_SCANS = {
-    ("users", frozenset({"clerkUpdatedAt", "reconcileRun"})): "the users a reconcile run did not see",
+    (
+        collection,
+        frozenset({"clerkUpdatedAt", "reconcileRun"}),
+    ): f"the {collection} a reconcile run did not see"
+    for collection in ("users", "organizations", "memberships")
 }
 
 
@@ -257,3 +262,71 @@ def test_a_reconcile_deletes_a_batch_of_users_in_the_commands_it_takes_for_one(w
     assert db.notifications.count_documents({}) == 0  # each was to the first user, now gone
     tombstones = {t["_id"]: t["objectIds"] for t in db.deleted_users.find()}
     assert tombstones == {u["id"]: [oid[u["id"]]] for u in users[:31]}
+
+
+ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
+
+
+def test_every_organization_and_membership_command_uses_an_index(mongo_uri, fake_clerk) -> None:
+    """The same check with the worked example's organization map: its deliveries (the
+    dated deletion, a rejoin, an organization's and a user's cascade), a sync refreshing
+    the user's memberships, and a reconcile of both resources."""
+    from webhook_service.dev.sample_organizations import make_membership, make_organization
+
+    recorder = Recorder()
+    client_: MongoClient[Any] = MongoClient(mongo_uri, event_listeners=[recorder], tz_aware=True)
+    db = client_.get_database(write_concern=WriteConcern(w="majority", j=True))
+    config = make_config(mongo_uri, organization_fields_file=str(ORG_MAP), **clerk_settings(fake_clerk))
+    app = create_app(config, db=db)
+    assert app.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
+    explainer: MongoClient[Any] = MongoClient(mongo_uri)
+    people = [fake_clerk.add_user(make_clerk_user(seed=f"org-index-{i}")) for i in range(6)]
+    teams = [make_organization(f"org_2index{i}", created_at=1_740_000_000_000 + i) for i in range(3)]
+    for team in teams:
+        fake_clerk.orgs.add_organization(team)
+        for person in people:
+            fake_clerk.orgs.add_membership(make_membership(team, person))
+    client = app.test_client()
+
+    def deliveries_of_each_kind() -> None:
+        team, member = teams[0], make_membership(teams[0], people[0], created_at=1_740_000_001_000)
+        assert deliver(client, "organization.created", team) == "applied"
+        assert deliver(
+            client, "organization.updated", dict(team, name="New", updated_at=team["updated_at"] + 5)
+        ) == ("applied")
+        assert deliver(client, "organization.updated", team) == "stale"
+        assert deliver(client, "organizationMembership.created", member) == "applied"
+        assert deliver(client, "organizationMembership.updated", dict(member, role="org:admin")) == "applied"
+        body, headers = signed_delivery(
+            make_webhook_event("organizationMembership.deleted", member, member["updated_at"] + 10)
+        )
+        assert client.post(WEBHOOK, data=body, headers=headers).get_json() == {"outcome": "deleted"}
+        assert deliver(client, "organizationMembership.updated", member) == "stale"
+        rejoined = dict(member, created_at=member["updated_at"] + 20, updated_at=member["updated_at"] + 20)
+        assert deliver(client, "organizationMembership.created", rejoined) == "applied"
+        for person in people[1:3]:
+            assert (
+                deliver(client, "organizationMembership.created", make_membership(teams[1], person))
+                == "applied"
+            )
+        assert deliver(client, "user.deleted", make_deleted_data(people[1]["id"])) == "deleted"
+        assert deliver(client, "organization.deleted", {"deleted": True, "id": teams[1]["id"]}) == "deleted"
+
+    def a_sync() -> None:
+        response = client.post(SYNC, headers={"Authorization": bearer(mint_token(sub=people[4]["id"]))})
+        assert response.status_code in (200, 201), response.get_json()
+
+    def a_reconcile() -> None:
+        fake_clerk.orgs.remove_organization(teams[2]["id"])
+        result = app.test_cli_runner().invoke(args=["reconcile", "--max-rps", "0"])
+        assert result.exit_code == 0, result.output
+
+    try:
+        for path in (deliveries_of_each_kind, a_sync, a_reconcile):
+            commands = run_path(app, recorder, path)
+            assert commands, f"{path.__name__} sent no query command"
+            assert collection_scans(explainer.get_default_database(), commands) == [], path.__name__
+    finally:
+        app.extensions["webhook_service"].events.close()
+        client_.close()
+        explainer.close()

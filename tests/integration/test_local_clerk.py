@@ -87,3 +87,79 @@ def test_the_sample_users_are_ones_the_service_can_store():
     assert mapped[1].values["email"] == "grace.hopper@example.com"  # her primary is not listed first
     assert [m.values["banned"] for m in mapped] == [False, False, False, True]
     assert sample_users() == users  # the same on every run
+
+
+# -- organizations ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_orgs() -> Iterator[LocalClerk]:
+    from webhook_service.dev.sample_organizations import sample_organizations
+
+    organizations, memberships = sample_organizations()
+    with LocalClerk(users=sample_users(), organizations=organizations, memberships=memberships) as running:
+        yield running
+
+
+def get(clerk: LocalClerk, path: str, **params: object) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {clerk.secret_key}"}
+    return httpx.get(clerk.url + path, params=params, headers=headers, timeout=5)
+
+
+def test_its_organization_lists_have_clerks_shape_and_paging(with_orgs):
+    from webhook_service.dev.sample_organizations import make_organization
+
+    listed = get(with_orgs, "/v1/organizations").json()
+    assert set(listed) == {"data", "total_count"} and listed["total_count"] == 1
+    [society] = listed["data"]
+    assert society["object"] == "organization" and "members_count" not in society
+    counted = get(with_orgs, "/v1/organizations", include_members_count="true").json()["data"][0]
+    assert counted["members_count"] == 2
+    assert get(with_orgs, f"/v1/organizations/{society['id']}").json()["name"] == society["name"]
+    assert get(with_orgs, f"/v1/organizations/{society['slug']}").json()["id"] == society["id"]
+    assert get(with_orgs, "/v1/organizations/org_nope").status_code == 404
+    assert get(with_orgs, "/v1/organizations", limit=501).status_code == 422
+    assert get(with_orgs, "/v1/organizations", order_by="updated_at").json()["errors"][0]["meta"] == {
+        "param_name": "order_by"
+    }
+    for i in range(3):
+        with_orgs.orgs.add_organization(make_organization(f"org_2page{i}", created_at=2_000_000_000_000 + i))
+    pages = [
+        get(with_orgs, "/v1/organizations", limit=2, offset=o, order_by="+created_at").json() for o in (0, 2)
+    ]
+    assert [len(p["data"]) for p in pages] == [2, 2] and pages[0]["total_count"] == 4
+    assert pages[1]["data"][-1]["id"] == "org_2page2"
+
+
+def test_its_memberships_are_listed_by_instance_organization_and_user(with_orgs):
+    society = get(with_orgs, "/v1/organizations", order_by="+created_at").json()["data"][0]
+    ada, grace = (u["id"] for u in sample_users()[:2])
+    everyone = get(with_orgs, "/v1/organization_memberships", limit=100).json()
+    assert everyone["total_count"] == 2
+    assert {m["public_user_data"]["user_id"] for m in everyone["data"]} == {ada, grace}
+    theirs = get(with_orgs, f"/v1/organizations/{society['id']}/memberships", user_id=[grace]).json()
+    assert [m["public_user_data"]["user_id"] for m in theirs["data"]] == [grace]
+    embedded = theirs["data"][0]["organization"]
+    assert "private_metadata" not in embedded and "created_by" not in embedded
+    mine = get(with_orgs, f"/v1/users/{ada}/organization_memberships").json()
+    assert [m["role"] for m in mine["data"]] == ["org:admin"]
+    assert get(with_orgs, "/v1/organizations/org_nope/memberships").status_code == 404
+
+
+def test_its_sample_organization_and_members_map_through_the_worked_example(with_orgs):
+    from pathlib import Path
+
+    from webhook_service.config import load_organization_file
+    from webhook_service.dev.sample_organizations import sample_organizations
+    from webhook_service.resources.memberships.mapping import map_membership, unstorable_membership
+    from webhook_service.resources.organizations.mapping import map_organization
+
+    organizations, memberships = load_organization_file(
+        Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
+    )
+    assert memberships is not None
+    [society], members = sample_organizations()
+    assert map_organization(society, organizations.fields).values["plan"] == "pro"
+    for membership in members:
+        assert unstorable_membership(membership) is None
+        assert map_membership(membership, memberships).values["title"] in ("Founder", "Engineer")

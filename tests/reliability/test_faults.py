@@ -28,7 +28,11 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.reliability.test_storm import (
+from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
+from tests.support.helpers import USER_DOC_FIELDS, database_down, wait_until_ready
+from tests.support.processes import GunicornService
+from tests.support.signing import signed_headers
+from tests.support.storm import (
     WEBHOOK,
     Storm,
     assert_converged,
@@ -37,10 +41,6 @@ from tests.reliability.test_storm import (
     events_for,
     storm_history,
 )
-from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
-from tests.support.helpers import USER_DOC_FIELDS, database_down, wait_until_ready
-from tests.support.processes import GunicornService
-from tests.support.signing import signed_headers
 from tests.support.tokens_util import bearer, instance_keys, mint_token
 
 pytestmark = pytest.mark.slow

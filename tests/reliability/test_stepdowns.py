@@ -32,7 +32,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.reliability.test_storm import (
+from tests.support.helpers import fail_point
+from tests.support.processes import GunicornService
+from tests.support.storm import (
     Storm,
     assert_converged,
     assert_only_retryable_failures,
@@ -40,8 +42,6 @@ from tests.reliability.test_storm import (
     events_for,
     storm_history,
 )
-from tests.support.helpers import fail_point
-from tests.support.processes import GunicornService
 
 pytestmark = pytest.mark.slow
 

@@ -44,15 +44,16 @@ def test_rules_on_collections_the_service_or_server_owns_are_refused(rule):
     ("rule", "problem"),
     [
         ("deleted_organizations.x:delete", "owns"),
-        ("organizations.parent:delete", "would delete other organizations"),
+        ("organizations.parent:delete", "would delete organizations Clerk keeps"),
+        ("users.ownerId:delete", "would delete users Clerk keeps"),
         (123, "must be a string"),
     ],
 )
 def test_an_organization_maps_cascade_list_is_checked_the_same_way(rule, problem):
     owned = ("deleted_users", "deleted_organizations", "events")
     with pytest.raises(ValueError, match=problem):
-        parse_cascade_rules(["projects.orgId:delete", rule], owned=owned, kept="organizations")
-    assert parse_cascade_rules(["projects.orgId:delete"], owned=owned, kept="organizations") == (
+        parse_cascade_rules(["projects.orgId:delete", rule], owned=owned, kept=("organizations", "users"))
+    assert parse_cascade_rules(["projects.orgId:delete"], owned=owned, kept=("organizations", "users")) == (
         CascadeRule("projects", "orgId", "delete"),
     )
 

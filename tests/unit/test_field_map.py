@@ -14,7 +14,7 @@ import pytest
 from tests.support.fake_clerk import make_clerk_user
 from tests.support.helpers import T0, new_id
 from tests.support.signing import TEST_SECRET
-from webhook_service.bookkeeping import BOOKKEEPING_FIELDS
+from webhook_service.bookkeeping import BOOKKEEPING_FIELDS, RESERVED_FIELDS
 from webhook_service.config import Config, ConfigError
 from webhook_service.fieldmap import FieldMapError
 from webhook_service.resources.users.mapping import (
@@ -99,8 +99,8 @@ BAD_MAPS = {
         "fields.clerkUserId: is the identity field",
     ),
     "bookkeeping-collision": (
-        '[fields]\nupdatedAt = { from = "updated_at", type = "datetime" }\n',
-        "fields.updatedAt: 'updatedAt' is one of the service's own fields",
+        '[fields]\nlastDeliveryId = "id"\n',
+        "fields.lastDeliveryId: 'lastDeliveryId' is one of the service's own fields",
     ),
     "bookkeeping-identity": (
         'identity = "_id"\n[fields]\nemail = "$primary_email"\n',
@@ -147,10 +147,23 @@ def test_a_missing_map_file_names_the_file(tmp_path):
         load_user_fields(missing)
 
 
-def test_every_bookkeeping_field_is_refused_as_a_target():
-    for name in BOOKKEEPING_FIELDS:
+def test_every_bookkeeping_field_but_the_timestamps_is_refused_as_a_target():
+    for name in RESERVED_FIELDS:
         with pytest.raises(FieldMapError, match=f"fields.{name}: '{name}' is one of the service's own"):
             parse_user_fields({"fields": {name: "first_name"}})
+    assert set(BOOKKEEPING_FIELDS) - set(RESERVED_FIELDS) == {"createdAt", "updatedAt"}
+
+
+def test_a_map_may_take_over_the_service_timestamps():
+    """An organization map's ``createdAt = { from = "created_at" }``: the field holds Clerk's
+    creation time, and the service no longer writes its own there."""
+    fields = parse_user_fields({"fields": {"createdAt": {"from": "created_at", "type": "datetime"}}})
+    assert fields.service_timestamps == {"updatedAt"}
+    assert fields.public_fields.count("createdAt") == 1
+    assert parse_user_fields({"fields": {"email": "$primary_email"}}).service_timestamps == {
+        "createdAt",
+        "updatedAt",
+    }
 
 
 def test_insert_only_fields_are_checked_against_the_map(tmp_path):

@@ -16,8 +16,9 @@ from flask.cli import with_appcontext
 
 from ..cli import fail
 from ..dispatch import EVENT_TYPES
+from ..events import parse_event
 from ..services import current_services
-from . import sample_events
+from . import sample_events, sample_organizations
 from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -35,52 +36,118 @@ def _sample_user(user_id: str | None) -> dict[str, Any] | None:
 @click.argument("event_type", type=click.Choice(sorted(EVENT_TYPES)))
 @click.option("--url", default="http://127.0.0.1:8000/api/webhooks/clerk", show_default=True)
 @click.option("--user-id", help="Clerk user id (default: the local Clerk's first user, Ada).")
-@click.option("--new", "new_user", is_flag=True, help="A new user, not one of the local Clerk's.")
+@click.option("--org-id", help="Clerk organization id (default: the local Clerk's organization).")
+@click.option("--new", "new_user", is_flag=True, help="A new user or organization, not the local Clerk's.")
 @click.option("--email", help="Primary email address.")
 @click.option("--username", help="Clerk username.")
 @click.option("--first-name")
 @click.option("--last-name")
+@click.option("--name", help="Organization name.")
+@click.option("--role", help="Membership role, e.g. org:admin (default: the sample's).")
 @with_appcontext
 def send_test_event(
     event_type: str,
     url: str,
     user_id: str | None,
+    org_id: str | None,
     new_user: bool,
     email: str | None,
     username: str | None,
     first_name: str | None,
     last_name: str | None,
+    name: str | None,
+    role: str | None,
 ) -> None:
-    """Build a realistic Clerk event, sign it with the configured secret and post it."""
+    """Build a realistic Clerk event, sign it with the configured secret and post it.
+
+    User events are about a user of the local Clerk (Ada by default); organization events
+    about its organization; membership events about a user's membership of it.
+    """
     secret = current_services().config.webhook_signing_secret
-    if new_user and user_id:
-        fail("--new and --user-id exclude each other")
-    user = None if new_user else _sample_user(user_id)
-    if EVENT_TYPES[event_type].redacted:
-        target = user["id"] if user is not None else user_id
-        if target is None:
-            fail(f"{event_type} needs an existing user: give --user-id, or leave it out for Ada")
-        data = sample_events.make_deleted_data(target)
+    if new_user and (user_id or org_id):
+        fail("--new excludes --user-id and --org-id")
+    entry = EVENT_TYPES[event_type]
+    if entry.resource == "users":
+        changes = {"email": email, "first_name": first_name, "last_name": last_name, "username": username}
+        data = _user_data(event_type, user_id, new_user, changes)
+    elif entry.resource == "organizations":
+        data = _organization_data(event_type, org_id, new_user, name)
     else:
-        given = {"email": email, "first_name": first_name, "last_name": last_name, "username": username}
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        if user is None:  # --new, or an id the local Clerk does not have
-            data = sample_events.make_clerk_user(user_id, **changes)
-        elif "email" in changes:  # rebuild the addresses around the new primary one
-            kept = {k: user[k] for k in ("first_name", "last_name", "username")}
-            data = sample_events.make_clerk_user(user["id"], **(kept | changes))
-        else:
-            data = dict(user, **changes)
-        data["updated_at"] = sample_events.now_ms()
-    body, headers = sample_events.signed_delivery(sample_events.make_webhook_event(event_type, data), secret)
+        data = _membership_data(user_id, org_id, new_user, role)
+    envelope = sample_events.make_webhook_event(event_type, data)
+    body, headers = sample_events.signed_delivery(envelope, secret)
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=15)
     except httpx.HTTPError as exc:
         fail(f"could not post to {url}: {type(exc).__name__}")
-    delivery = f"{event_type} for {data['id']} ({headers['svix-id']})"
+    subject = entry.subject(parse_event(body.encode()))
+    delivery = f"{event_type} for {subject.id} ({headers['svix-id']})"
     click.echo(f"{delivery} -> {response.status_code} {response.text.strip()}")
     if response.status_code >= 300:
         sys.exit(1)
+
+
+def _user_data(
+    event_type: str, user_id: str | None, new: bool, given: dict[str, str | None]
+) -> dict[str, Any]:
+    user = None if new else _sample_user(user_id)
+    if EVENT_TYPES[event_type].redacted:
+        target = user["id"] if user is not None else user_id
+        if target is None:
+            fail(f"{event_type} needs an existing user: give --user-id, or leave it out for Ada")
+        return sample_events.make_deleted_data(target)
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if user is None:  # --new, or an id the local Clerk does not have
+        data = sample_events.make_clerk_user(user_id, **changes)
+    elif "email" in changes:  # rebuild the addresses around the new primary one
+        kept = {k: user[k] for k in ("first_name", "last_name", "username")}
+        data = sample_events.make_clerk_user(user["id"], **(kept | changes))
+    else:
+        data = dict(user, **changes)
+    data["updated_at"] = sample_events.now_ms()
+    return data
+
+
+def _sample_organization(org_id: str | None, new: bool) -> dict[str, Any]:
+    """The local Clerk's organization (or a new one, or one with the id given)."""
+    if new:
+        return sample_organizations.make_organization(
+            seed=sample_events.now_ms(), created_at=sample_events.now_ms()
+        )
+    [society], _ = sample_organizations.sample_organizations()
+    if org_id is None or org_id == society["id"]:
+        return society
+    return sample_organizations.make_organization(org_id)
+
+
+def _organization_data(event_type: str, org_id: str | None, new: bool, name: str | None) -> dict[str, Any]:
+    organization = _sample_organization(org_id, new)
+    if EVENT_TYPES[event_type].redacted:
+        return sample_organizations.make_deleted_organization(organization["id"])
+    return dict(organization, **({"name": name} if name else {}), updated_at=sample_events.now_ms())
+
+
+def _membership_data(user_id: str | None, org_id: str | None, new: bool, role: str | None) -> dict[str, Any]:
+    """The membership of the user (Ada by default) in the organization, changed now: the
+    whole membership, as all three membership events carry it."""
+    user = _sample_user(user_id) if not new else None
+    if user is None:
+        user = sample_events.make_clerk_user(user_id)
+    organization = _sample_organization(org_id, new)
+    _, members = sample_organizations.sample_organizations()
+    sample = next(
+        (
+            m
+            for m in members
+            if (m["organization"]["id"], m["public_user_data"]["user_id"]) == (organization["id"], user["id"])
+        ),
+        None,
+    )
+    chosen_role = role or (sample["role"] if sample is not None else "org:member")
+    metadata = sample["public_metadata"] if sample is not None else {}
+    return sample_organizations.make_membership(
+        organization, user, role=chosen_role, public_metadata=metadata, updated_at=sample_events.now_ms()
+    )
 
 
 @click.command("dev-token")

@@ -9,6 +9,9 @@ injection). It serves what the service uses, with the Backend API's shapes:
   combination, naming the parameter), and the ``user_id``, ``email_address``,
   ``external_id`` and ``username`` filters;
 - ``GET /v1/users/count``, ``GET /v1/users/{id}`` (404 in Clerk's error shape);
+- the organization paths (``local_organizations.py``): ``/v1/organizations``,
+  ``/v1/organizations/{id}`` and its ``/memberships``, ``/v1/organization_memberships`` and
+  ``/v1/users/{id}/organization_memberships``, each ``{"data": [...], "total_count": N}``;
 - ``GET /v1/jwks``, the public half of its own signing key.
 
 Every request must carry ``Authorization: Bearer <secret key>``. One route is its own:
@@ -24,7 +27,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 import jwt
@@ -34,12 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from .clerk_http import invalid, json_response, not_found
+from .local_organizations import OrganizationDirectory
+from .local_users import UserDirectory
 from .sample_events import DEFAULT_INSTANCE_ID, clerk_error_body, clerk_id
 
 LOCAL_SECRET_PREFIX = "sk_test_local_"
 TOKEN_PATH = "/local/session_tokens"
 SESSION_TOKEN_LIFETIME_S = 60  # as Clerk's
-SORTABLE_FIELDS = ("created_at", "updated_at", "last_sign_in_at", "last_active_at")
 
 
 def generate_signing_key() -> str:
@@ -77,6 +81,8 @@ class LocalClerk:
         *,
         secret_key: str | None = None,
         users: Iterable[dict[str, Any]] | Mapping[str, dict[str, Any]] | None = None,
+        organizations: Iterable[dict[str, Any]] = (),
+        memberships: Iterable[dict[str, Any]] = (),
         signing_key_pem: str | None = None,
         jwks_public_key_pem: str | bytes | None = None,
         jwks_kid: str = DEFAULT_INSTANCE_ID,
@@ -93,14 +99,17 @@ class LocalClerk:
         self.issuer = issuer
         self._host = host
         self._port = port
-        self._lock = threading.Lock()
-        self._users = _Users()
-        self._sorted = _SortCache()
+        self.directory = UserDirectory()
+        self.orgs = OrganizationDirectory()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         if users is not None:
             self.users = users
+        for organization in organizations:
+            self.orgs.add_organization(organization)
+        for membership in memberships:
+            self.orgs.add_membership(membership)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -148,34 +157,34 @@ class LocalClerk:
 
     # -- users and tokens ----------------------------------------------------------
 
+    # -- users, organizations and tokens ---------------------------------------------
+
     @property
     def users(self) -> dict[str, dict[str, Any]]:
         """Live mapping user id -> user."""
-        return self._users
+        return self.directory.users
 
     @users.setter
     def users(self, value: Iterable[dict[str, Any]] | Mapping[str, dict[str, Any]]) -> None:
-        items = value.items() if isinstance(value, Mapping) else ((u["id"], u) for u in value)
-        with self._lock:
-            self._users = _Users(items)
-            self._sorted = _SortCache()
+        self.directory.replace(value)
 
     def add_user(self, user: dict[str, Any]) -> dict[str, Any]:
         """Add or replace one user; returns it."""
-        self._users[user["id"]] = user
+        self.directory.users[user["id"]] = user
         return user
 
     def add_users(self, users: Iterable[dict[str, Any]]) -> None:
-        self._users.update((u["id"], u) for u in users)
+        self.directory.users.update((u["id"], u) for u in users)
 
     def remove_user(self, user_id: str) -> dict[str, Any] | None:
-        user: dict[str, Any] | None = self._users.pop(user_id, None)
+        """Delete a user, and (as Clerk does) its memberships."""
+        self.orgs.remove_user(user_id)
+        user: dict[str, Any] | None = self.directory.users.pop(user_id, None)
         return user
 
     def invalidate(self) -> None:
         """Forget the sort order (after changing a user's sort fields in place)."""
-        with self._lock:
-            self._sorted = _SortCache()
+        self.directory.invalidate()
 
     def session_token(self, user_id: str, *, lifetime_s: int = SESSION_TOKEN_LIFETIME_S) -> str:
         """A session token for ``user_id`` with the claims Clerk's have, minus ``azp`` (as
@@ -224,47 +233,16 @@ class LocalClerk:
         if route == "/v1/users":
             return self.list_users(req)
         if route == "/v1/users/count":
-            total = len(self._filtered_ids(req, "created_at"))
-            return json_response(200, {"object": "total_count", "total_count": total})
+            return self.directory.count(req)
         if route.startswith("/v1/users/") and route.count("/") == 3:
-            user = self._users.get(route.rsplit("/", 1)[1])
+            user = self.directory.users.get(route.rsplit("/", 1)[1])
             if user is not None:
                 return json_response(200, user)
-        return _not_found()
+        answer = self.orgs.answer(req, route) if route.startswith("/v1/") else None
+        return answer if answer is not None else not_found()
 
     def list_users(self, req: Request) -> Response:
-        limit = _int_arg(req, "limit", 10)
-        if limit is None or not 1 <= limit <= 500:
-            return invalid("limit", "limit must be an integer between 1 and 500")
-        offset = _int_arg(req, "offset", 0)
-        if offset is None or offset < 0:
-            return invalid("offset", "offset must be an integer greater than or equal to 0")
-        # "+created_at" arrives as " created_at" when the client does not percent-encode "+".
-        order_by = req.args.get("order_by", "-created_at").strip()
-        descending = order_by.startswith("-")
-        sort_field = order_by.lstrip("+-")
-        if sort_field not in SORTABLE_FIELDS:
-            return invalid("order_by", f"order_by must be one of {', '.join(SORTABLE_FIELDS)}")
-        ids = self._filtered_ids(req, sort_field)
-        cursor = req.args.get("starting_after")
-        if cursor is not None:
-            if offset:
-                return invalid("starting_after", "starting_after cannot be combined with offset")
-            if sort_field != "created_at":
-                return invalid("order_by", "starting_after requires ordering by created_at")
-            ordered = ids[::-1] if descending else ids
-            try:
-                start = ordered.index(cursor) + 1
-            except ValueError:
-                return invalid("starting_after", "starting_after must be the id of a listed user")
-            page_ids = ordered[start : start + limit]
-        elif descending:
-            end = max(len(ids) - offset, 0)
-            page_ids = ids[max(end - limit, 0) : end][::-1]
-        else:
-            page_ids = ids[offset : offset + limit]
-        users = self._users
-        return json_response(200, [u for u in (users.get(i) for i in page_ids) if u is not None])
+        return self.directory.list_page(req)
 
     def _issue_token(self, req: Request) -> Response:
         try:
@@ -273,67 +251,13 @@ class LocalClerk:
             user_id = None
         if not isinstance(user_id, str):
             return invalid("user_id", "user_id must be given")
-        if user_id not in self._users:
-            return _not_found()
+        if user_id not in self.directory.users:
+            return not_found()
         return json_response(200, {"object": "token", "jwt": self.session_token(user_id)})
-
-    def _sorted_ids(self, sort_field: str) -> list[str]:
-        """Ids ascending by (field, id); cached until the users change."""
-        with self._lock:
-            users = self._users
-            if self._sorted.version != users.version:
-                self._sorted = _SortCache(version=users.version)
-            ids = self._sorted.by_field.get(sort_field)
-            if ids is None:
-                snapshot = sorted(users.values(), key=lambda u: (u.get(sort_field) or 0, u["id"]))
-                ids = self._sorted.by_field[sort_field] = [u["id"] for u in snapshot]
-            return ids
-
-    def _filtered_ids(self, req: Request, sort_field: str) -> list[str]:
-        """Sorted ids narrowed by the user_id, email_address, external_id and username filters."""
-        ids = self._sorted_ids(sort_field)
-        user_ids = set(req.args.getlist("user_id"))
-        emails = {e.lower() for e in req.args.getlist("email_address")}
-        external_ids = set(req.args.getlist("external_id"))
-        usernames = set(req.args.getlist("username"))
-        if not (user_ids or emails or external_ids or usernames):
-            return ids
-        users = self._users
-
-        def keep(user: dict[str, Any] | None) -> bool:
-            if user is None:
-                return False
-            if user_ids and user["id"] not in user_ids:
-                return False
-            if external_ids and user.get("external_id") not in external_ids:
-                return False
-            if usernames and user.get("username") not in usernames:
-                return False
-            addrs = {e["email_address"].lower() for e in user.get("email_addresses", ())}
-            return not emails or bool(addrs & emails)
-
-        return [i for i in ids if keep(users.get(i))]
-
 
 def local_secret_key() -> str:
     """The local Clerk's secret key: a recognisable ``sk_test_local_`` value, never a real one."""
     return LOCAL_SECRET_PREFIX + "development"
-
-
-def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":"))
-    return Response(body, status=status, headers=dict(headers or {}), mimetype="application/json")
-
-
-def invalid(param: str, long_message: str) -> Response:
-    """Clerk's 422, naming the parameter it refused."""
-    body = clerk_error_body("form_param_value_invalid", "is invalid", long_message, param_name=param)
-    return json_response(422, body)
-
-
-def _not_found() -> Response:
-    body = clerk_error_body("resource_not_found", "not found", "The requested resource was not found")
-    return json_response(404, body)
 
 
 def _public_key(pem: str | bytes) -> RSAPublicKey:
@@ -348,63 +272,6 @@ def _public_key(pem: str | bytes) -> RSAPublicKey:
     if not isinstance(key, RSAPublicKey):
         raise TypeError("the signing key must be an RSA key")
     return key
-
-
-def _int_arg(req: Request, name: str, default: int) -> int | None:
-    """An integer query parameter: ``default`` when absent, None when malformed."""
-    raw = req.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        return None
-
-
-class _Users(dict[str, dict[str, Any]]):
-    """A dict whose ``version`` changes on every add, replace or remove (for the sort cache)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.version = 0
-
-    def __setitem__(self, k: str, v: dict[str, Any]) -> None:
-        super().__setitem__(k, v)
-        self.version += 1
-
-    def __delitem__(self, k: str) -> None:
-        super().__delitem__(k)
-        self.version += 1
-
-    def pop(self, *args: Any) -> Any:
-        self.version += 1
-        return super().pop(*args)
-
-    def popitem(self) -> tuple[str, dict[str, Any]]:
-        self.version += 1
-        return super().popitem()
-
-    def clear(self) -> None:
-        super().clear()
-        self.version += 1
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self.version += 1
-
-    def setdefault(self, k: str, default: Any = None) -> Any:
-        self.version += 1
-        return super().setdefault(k, default)
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-
-@dataclass
-class _SortCache:
-    version: int = -1
-    by_field: dict[str, list[str]] = field(default_factory=dict)
 
 
 class _QuietHandler(WSGIRequestHandler):

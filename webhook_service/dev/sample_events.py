@@ -44,7 +44,7 @@ def _ksuid(timestamp_s: int, payload: bytes) -> str:
     return "".join(reversed(out)).lstrip("0").rjust(_KSUID_LEN, "0")
 
 
-def _digest(*parts: object) -> bytes:
+def digest(*parts: object) -> bytes:
     """Stable 64-byte digest of ``parts`` (the source of all derived values)."""
     return hashlib.sha512("\x1f".join(map(str, parts)).encode()).digest()
 
@@ -54,13 +54,13 @@ def clerk_id(prefix: str, seed: object = None, *, timestamp_ms: int | None = Non
 
     Deterministic when ``seed`` is given; random otherwise.
     """
-    payload = _digest(prefix, seed)[:16] if seed is not None else secrets.token_bytes(16)
+    payload = digest(prefix, seed)[:16] if seed is not None else secrets.token_bytes(16)
     ts_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
     return f"{prefix}_{_ksuid(ts_ms // 1000, payload)}"
 
 
 DEFAULT_INSTANCE_ID = clerk_id("ins", "fake-clerk-instance", timestamp_ms=1_700_000_000_000)
-DEFAULT_SECRET_KEY = "sk_test_" + base64.b32encode(_digest("fake-clerk-secret")[:25]).decode().lower()
+DEFAULT_SECRET_KEY = "sk_test_" + base64.b32encode(digest("fake-clerk-secret")[:25]).decode().lower()
 
 # ---------------------------------------------------------------------------
 # Payload builders
@@ -77,12 +77,12 @@ AUTO = _Auto.AUTO
 
 _FIRST_NAMES = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Edsger", "Frances")
 _LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie")
-_EPOCH_2023_MS = 1_672_531_200_000
+EPOCH_2023_MS = 1_672_531_200_000
 _TWO_YEARS_MS = 2 * 365 * 86_400_000
 _OTP_TTL_MS = 600_000
 
 
-def _u32(d: bytes, i: int) -> int:
+def u32(d: bytes, i: int) -> int:
     return int.from_bytes(d[4 * i : 4 * i + 4], "big")
 
 
@@ -175,11 +175,11 @@ def make_clerk_user(
     """
     deterministic = user_id is not None or seed is not None
     key: object = user_id if user_id is not None else (seed if seed is not None else secrets.token_hex(16))
-    d = _digest("user", key)
+    d = digest("user", key)
     if created_at is None:
-        created_at = _EPOCH_2023_MS + _u32(d, 0) % _TWO_YEARS_MS if deterministic else int(time.time() * 1000)
+        created_at = EPOCH_2023_MS + u32(d, 0) % _TWO_YEARS_MS if deterministic else int(time.time() * 1000)
     if updated_at is None:
-        updated_at = created_at + _u32(d, 1) % 1000
+        updated_at = created_at + u32(d, 1) % 1000
     if user_id is None:
         user_id = f"user_{_ksuid(created_at // 1000, d[16:32])}"
 
@@ -192,13 +192,13 @@ def make_clerk_user(
         email = None
         extra_emails = ()
         if phone_number is None:
-            phone_number = f"+1555{_u32(d, 3) % 10_000_000:07d}"
+            phone_number = f"+1555{u32(d, 3) % 10_000_000:07d}"
     elif email is AUTO:
         local = ".".join(p.lower() for p in (first_name, last_name) if p) or "user"
         email = f"{local}.{tag}@example.com"
 
     def ident(kind: str, value: str) -> str:
-        return f"idn_{_ksuid(created_at // 1000, _digest(key, kind, value)[:16])}"
+        return f"idn_{_ksuid(created_at // 1000, digest(key, kind, value)[:16])}"
 
     primary_email = _email_address(email, ident("email", email), created_at) if email is not None else None
     extras = [_email_address(a, ident("email", a), created_at + 1 + i) for i, a in enumerate(extra_emails)]
@@ -264,7 +264,7 @@ def make_clerk_user(
 
 
 def make_users(
-    n: int, *, seed: object = 0, start_ms: int = _EPOCH_2023_MS, step_ms: int = 1000, **kwargs: Any
+    n: int, *, seed: object = 0, start_ms: int = EPOCH_2023_MS, step_ms: int = 1000, **kwargs: Any
 ) -> list[dict[str, Any]]:
     """Build ``n`` deterministic users with ``created_at = start_ms + i * step_ms``."""
     gc_was_enabled = gc.isenabled()

@@ -63,7 +63,7 @@ class BatchedMirror(VersionedMirror):
         with pymongo.timeout(self.bulk_timeout_s):
             self.tombstones.bulk_write(ops, ordered=False)
         with pymongo.timeout(self.bulk_timeout_s):
-            self.documents.delete_many({self.key: {"$in": keys}, VERSION: {"$lte": at}})
+            self.documents.delete_many({self.key: {"$in": keys}, VERSION: {"$lte": at}}, hint=self._by_key)
 
     def upsert_many_if_newer(self, records: list[Record]) -> list[Outcome]:
         """``upsert_if_newer`` for a page of records in one bulk write, outcome per record.
@@ -134,7 +134,9 @@ class BatchedMirror(VersionedMirror):
         gone = [i for i, record in inserted.items() if record.key in held]
         if gone:
             with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
-                self._remove_inserted([inserted[i] for i in gone], [object_ids[i] for i in gone])
+                self._remove_dead(
+                    {inserted[i].key: held[inserted[i].key] for i in gone}, [object_ids[i] for i in gone]
+                )
         return gone
 
     def versions(self, keys: list[str]) -> dict[str, int]:
@@ -143,7 +145,7 @@ class BatchedMirror(VersionedMirror):
             docs = self.documents.find({self.key: {"$in": keys}}, {self.key: 1, VERSION: 1})
             return {d[self.key]: d.get(VERSION, -1) for d in docs}
 
-    def held_back(self, records: list[Record]) -> set[str]:
+    def held_back(self, records: list[Record]) -> dict[str, int]:
         """The keys of ``records`` a deletion holds back: a tombstone of their own (dated
         ones only up to their date), or of a record they belong to."""
         with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):

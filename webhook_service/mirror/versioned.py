@@ -95,9 +95,9 @@ class VersionedMirror:
                         continue
                     return UpsertResult(outcome)
                 created = written.upserted_id is not None
-                if created and self._held_back([record]):
+                if created and (dead := self._held_back([record])):
                     # A deletion landed before the insert did: undo it.
-                    self._remove_inserted([record], [written.upserted_id], erase=True)
+                    self._remove_dead(dead, [written.upserted_id], erase=True)
                     return UpsertResult(Outcome.STALE)
                 return UpsertResult(Outcome.APPLIED, created=created)
         raise ContestedWrite(f"write for {record.key} still contested after retries")
@@ -144,10 +144,11 @@ class VersionedMirror:
             removed = self.documents.delete_one({self.key: key, VERSION: {"$lte": at}}, hint=self._by_key)
             if removed.deleted_count:
                 return Outcome.DELETED
-            if before is not None and before.get("version", -1) >= at:
-                return Outcome.DUPLICATE
-            newer = self.documents.find_one({self.key: key}, {"_id": 1}, hint=self._by_key)
-        return Outcome.STALE if newer is not None else Outcome.DELETED
+            if self.documents.find_one({self.key: key}, {"_id": 1}, hint=self._by_key) is not None:
+                return Outcome.STALE  # a version newer than the deletion: a rejoin
+        return (
+            Outcome.DUPLICATE if before is not None and before.get("version", -1) >= at else Outcome.DELETED
+        )
 
     def _tombstone(self, object_ids: list[Any], delivery_id: str | None) -> dict[str, Any]:
         """The tombstone's upsert: its first deletion's time and delivery, and every
@@ -157,38 +158,38 @@ class VersionedMirror:
             update["$addToSet"] = {"objectIds": {"$each": object_ids}}
         return update
 
-    def _remove_inserted(self, records: list[Record], object_ids: list[Any], *, erase: bool = False) -> None:
-        """Undo documents a deletion holds back. With ``erase`` they are erased as ``delete``
-        erases a record (references, cascade rules, the document last), for a document that
-        may have stood a while; a batch's were only just inserted, so nothing points at them
-        yet. A dated deletion's are removed only at the version they hold, never a newer one
-        written meanwhile."""
+    def _remove_dead(self, dead: dict[str, int], object_ids: list[Any], *, erase: bool = False) -> None:
+        """Remove documents a deletion holds back (``dead``: key -> the newest version it holds
+        back). With ``erase`` they are erased as ``delete`` erases a record (references,
+        cascade rules, the document last), for a document that may have stood a while; a
+        batch's were only just inserted, so nothing points at them yet. A dated deletion's
+        are removed by version, not by the one inserted: an update may have moved such a
+        document on meanwhile, and it is as dead, while a newer version (a rejoin) stays."""
         if self.spec.dated_deletions:
             self.documents.bulk_write(
                 [
-                    DeleteOne({"_id": oid, VERSION: r.version})
-                    for r, oid in zip(records, object_ids, strict=True)
+                    DeleteOne({"_id": oid, VERSION: {"$lte": until}}, hint=BY_ID)
+                    for until, oid in zip(dead.values(), object_ids, strict=True)
                 ]
             )
         elif erase:
-            self._eraser.erase([r.key for r in records], object_ids)
+            self._eraser.erase(list(dead), object_ids)
         else:
-            self.documents.delete_many({self.key: {"$in": [r.key for r in records]}})
+            self.documents.delete_many({self.key: {"$in": list(dead)}})
 
-    def _held_back(self, records: list[Record]) -> set[str]:
+    def _held_back(self, records: list[Record]) -> dict[str, int]:
+        """The keys of ``records`` a deletion holds back, each with the newest version it
+        holds back: every one for an undated tombstone or a deleted parent, up to its date
+        for a dated one (a newer version, a rejoin, stays)."""
         keys = [r.key for r in records]
         found = self.tombstones.find({"_id": {"$in": keys}}, {"_id": 1, "version": 1})
-        until = {t["_id"]: t.get("version", FOREVER) for t in found}
-        held = {
-            r.key
-            for r in records
-            if r.key in until and (not self.spec.dated_deletions or r.version <= until[r.key])
-        }
+        until = {t["_id"]: t.get("version", FOREVER) if self.spec.dated_deletions else FOREVER for t in found}
+        held = {r.key: until[r.key] for r in records if r.key in until and r.version <= until[r.key]}
         for parent in self.spec.parents:
             ids = list({v for r in records if isinstance(v := r.values.get(parent.field), str)})
             if ids:
                 gone = {t["_id"] for t in self.db[parent.tombstones].find({"_id": {"$in": ids}}, {"_id": 1})}
-                held.update(r.key for r in records if r.values.get(parent.field) in gone)
+                held.update((r.key, FOREVER) for r in records if r.values.get(parent.field) in gone)
         return held
 
     def is_deleted(self, key: str) -> bool:
@@ -219,9 +220,12 @@ class VersionedMirror:
         fields: dict[str, Any] = {self.key: record.key, **record.values}
         fields[VERSION] = record.version
         fields[LAST_DELIVERY] = delivery_id
-        fields[UPDATED_AT] = now
         on_insert = {name: fresh_default(value) for name, value in self.fields.app_owned.items()}
-        on_insert[CREATED_AT] = now
+        timestamps = self.fields.service_timestamps
+        if UPDATED_AT in timestamps:
+            fields[UPDATED_AT] = now
+        if CREATED_AT in timestamps:
+            on_insert[CREATED_AT] = now
         insert_only = self.fields.insert_only
         for name in insert_only & fields.keys():
             on_insert[name] = fields.pop(name)
@@ -249,16 +253,10 @@ class VersionedMirror:
             if self.spec.natural:
                 self._adopt_natural(record)
             return None
-        until = max((t.get("version", FOREVER) for t in doc["tombstone"]), default=None)
-        parent_gone = any(doc[f"parent{i}"] for i in range(len(self.spec.parents)))
-        if (
-            parent_gone
-            or until is not None
-            and (not self.spec.dated_deletions or doc.get(VERSION, -1) <= until)
-        ):
-            self._remove_inserted([Record(record.key, doc.get(VERSION, -1), {})], [doc["_id"]], erase=True)
-            held = parent_gone or until is not None and record.version <= until
-            return Outcome.STALE if held else None
+        dead = self._dead_until(doc)
+        if dead is not None and doc.get(VERSION, -1) <= dead:
+            self._remove_dead({record.key: dead}, [doc["_id"]], erase=True)
+            return Outcome.STALE if record.version <= dead else None
         if VERSION not in doc:
             # A document written before this service (e.g. by the old login hook):
             # adopt it as the oldest version so Clerk's data can take over.
@@ -273,6 +271,16 @@ class VersionedMirror:
             # writer's insert of the same record won the unique index. Try again.
             return None
         return Outcome.STALE
+
+    def _dead_until(self, doc: dict[str, Any]) -> int | None:
+        """The newest version the stored record's tombstones hold back, if any (from
+        ``_stored_version``'s lookups)."""
+        if any(doc[f"parent{i}"] for i in range(len(self.spec.parents))):
+            return FOREVER
+        versions = [
+            t.get("version", FOREVER) if self.spec.dated_deletions else FOREVER for t in doc["tombstone"]
+        ]
+        return max(versions, default=None)
 
     def _adopt_natural(self, record: Record) -> None:
         """A document the app wrote before this service, under its own identity but without

@@ -27,6 +27,7 @@ from ..resources.users.store import UserStore
 from ..store.errors import StoreUnavailable
 from ..values import from_storable
 from .claims import SyncClaims
+from .memberships import MembershipRefresh
 
 T = TypeVar("T")
 
@@ -78,10 +79,12 @@ class UserSync:
         clerk: UserSource,
         *,
         min_interval_s: float = 10.0,
+        memberships: MembershipRefresh | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.clerk = clerk
+        self.memberships = memberships
         self.claims = SyncClaims(store)
         self.min_interval_s = min_interval_s
         self._clock = clock
@@ -95,9 +98,16 @@ class UserSync:
         """
         return self._flights.run(clerk_id, lambda: self._sync_once(clerk_id))
 
+    def _pull(self, clerk_id: str) -> SyncResult:
+        """The user from Clerk, then (when the app keeps them) the user's memberships."""
+        result = sync_user(self.store, self.clerk, clerk_id)
+        if self.memberships is not None:
+            self.memberships.refresh(clerk_id)
+        return result
+
     def _sync_once(self, clerk_id: str) -> SyncResult:
         if self.min_interval_s <= 0:
-            return sync_user(self.store, self.clerk, clerk_id)
+            return self._pull(clerk_id)
         now = self._clock()
         claim = self.claims.claim(clerk_id, now, self.min_interval_s)
         if claim is None:
@@ -105,7 +115,7 @@ class UserSync:
             if doc is not None:
                 return SyncResult(created=False, user=public_user(doc, self.store.fields), pulled=False)
         try:
-            result = sync_user(self.store, self.clerk, clerk_id)
+            result = self._pull(clerk_id)
         except (ClerkUnavailable, StoreUnavailable):
             if claim is not None:
                 # If this fails too, the claim lapses after the interval, as a crashed worker's does.
