@@ -151,6 +151,12 @@ class BatchedMirror(VersionedMirror):
         with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
             return self._held_back(records)
 
+    def count_stored(self) -> int:
+        """The local records that hold a Clerk key (the app may keep other documents too),
+        counted on the key's index."""
+        with unavailable_on_error(), pymongo.timeout(self.bulk_timeout_s):
+            return self.documents.count_documents({self.key: {"$type": "string"}}, hint=self._by_key)
+
     def mark_seen(self, keys: list[str], run_id: str) -> None:
         """Stamp records that Clerk listed in this reconcile run (a single command per page)."""
         if not keys:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Protocol
 
 from ..events import Outcome
@@ -195,30 +196,50 @@ class ResourcePass:
         store.mark_seen([k for k in keys if k not in stamped], self.run_id)
 
     def delete_missing(self, force: bool) -> None:
-        """Delete local records Clerk did not list, after Clerk confirms each one is gone:
-        a batch confirmed by one lookup is deleted together, in a few commands."""
-        batch: list[str] = []
+        """Delete local records Clerk did not list, after Clerk confirms each one is gone."""
         report = self.report
-
-        def flush() -> None:
-            still_there = self.source.existing(batch)
-            gone = [key for key in batch if key not in still_there]
-            if self.dry_run:
-                report.would_delete.extend(gone)
-            else:
-                self.store.delete_many(gone)
-            report.deleted += len(gone)  # counted once done, so a stopped run's "so far" is true
-            batch.clear()
-
         run_id = None if self.seen is not None else self.run_id
-        for key in self.store.iter_unseen(run_id, self.started_ms, self.seen):
-            if report.seen == 0 and not force:
-                raise ReconcileRefused(
-                    f"Clerk returned zero {report.noun} while local {report.noun} exist; refusing to delete "
-                    "them (check CLERK_SECRET_KEY points at the right instance, or pass --force)"
-                )
-            batch.append(key)
-            if len(batch) >= self.source.confirm_batch:
-                flush()
-        if batch:
+        unseen = self.store.iter_unseen(run_id, self.started_ms, self.seen)
+        first = next(unseen, None)
+        if first is None:
+            return
+        if report.seen == 0 and not force:
+            raise ReconcileRefused(
+                f"Clerk returned zero {report.noun} while local {report.noun} exist; refusing to delete "
+                "them (check CLERK_SECRET_KEY points at the right instance, or pass --force)"
+            )
+        delete_confirmed_gone(self.store, self.source, chain([first], unseen), report, dry_run=self.dry_run)
+
+
+def delete_confirmed_gone(
+    store: BatchedMirror,
+    source: Source,
+    keys: Iterable[str],
+    report: ResourceReport,
+    *,
+    dry_run: bool = False,
+) -> list[str]:
+    """The deletion phase, for reconcile and the watcher: of ``keys`` (local records),
+    delete those Clerk confirms gone when asked by id, a batch confirmed by one lookup
+    deleted together in a few commands. Returns the keys deleted (or, dry, that would be)."""
+    batch: list[str] = []
+    deleted: list[str] = []
+
+    def flush() -> None:
+        still_there = source.existing(batch)
+        gone = [key for key in batch if key not in still_there]
+        if dry_run:
+            report.would_delete.extend(gone)
+        else:
+            store.delete_many(gone)
+        report.deleted += len(gone)  # counted once done, so a stopped run's "so far" is true
+        deleted.extend(gone)
+        batch.clear()
+
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= source.confirm_batch:
             flush()
+    if batch:
+        flush()
+    return deleted

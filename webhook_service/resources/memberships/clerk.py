@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from ...clerk_api import ClerkAPI, ClerkNotFound
+from ...clerk_api import ClerkAPI, ClerkNotFound, ClerkUnavailable, Page
 from ...mirror.records import Record
 from .mapping import (
     MembershipMap,
@@ -26,6 +26,7 @@ class MembershipSource:
 
     noun = "memberships"
     confirm_batch = 100
+    newest_by = "created_at"  # the watcher sees joins, not role changes
 
     def __init__(self, clerk: ClerkAPI, memberships: MembershipMap) -> None:
         self.clerk = clerk
@@ -41,6 +42,16 @@ class MembershipSource:
             for page in self.clerk.iter_pages(f"/users/{user_id}/organization_memberships", {})
             for m in page
         ]
+
+    def newest(self, offset: int, limit: int) -> Page:
+        """The memberships created most recently first, with the list's ``total_count``."""
+        params = {"order_by": "-created_at", "limit": limit, "offset": offset}
+        return self.clerk.page("/organization_memberships", params)
+
+    def total(self, newest: Page) -> int:
+        if newest.total_count is None:
+            raise ClerkUnavailable("Clerk API sent a membership list without total_count")
+        return newest.total_count
 
     def record(self, obj: Any) -> Record | str:
         reason = unstorable_membership(obj)

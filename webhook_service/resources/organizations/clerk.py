@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ...clerk_api import ClerkAPI, ClerkNotFound
+from ...clerk_api import ClerkAPI, ClerkNotFound, ClerkUnavailable, Page
 from ...events import unstorable_reason
 from ...mirror.records import Record
 from .mapping import OrganizationMap, map_organization
@@ -18,6 +18,7 @@ class OrganizationSource:
 
     noun = "organizations"
     confirm_batch = 20
+    newest_by = "created_at"  # no updated_at order: the watcher sees creations, not changes
 
     def __init__(self, clerk: ClerkAPI, organizations: OrganizationMap) -> None:
         self.clerk = clerk
@@ -31,6 +32,17 @@ class OrganizationSource:
 
     def pages(self) -> Iterator[list[Any]]:
         return self.clerk.iter_pages("/organizations", self.params())
+
+    def newest(self, offset: int, limit: int) -> Page:
+        """The organizations created most recently first, with the list's ``total_count``."""
+        return self.clerk.page(
+            "/organizations", {**self.params(), "order_by": "-created_at", "limit": limit, "offset": offset}
+        )
+
+    def total(self, newest: Page) -> int:
+        if newest.total_count is None:
+            raise ClerkUnavailable("Clerk API sent an organization list without total_count")
+        return newest.total_count
 
     def record(self, obj: Any) -> Record | str:
         reason = unstorable_reason(obj)

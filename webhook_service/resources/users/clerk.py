@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ...clerk_api import ClerkAPI
+from ...clerk_api import ClerkAPI, Page
 from ...events import unstorable_reason
 from ...fieldmap import FieldMap
 from ...mirror.records import Record
@@ -20,6 +20,7 @@ class UserSource:
 
     noun = "users"
     confirm_batch = EXISTING_IDS_CHUNK
+    newest_by = "updated_at"  # the watcher's newest-first list: users can be ordered by their last change
 
     def __init__(self, clerk: ClerkAPI, fields: FieldMap) -> None:
         self.clerk = clerk
@@ -31,6 +32,15 @@ class UserSource:
 
     def pages(self) -> Iterator[list[Any]]:
         return self.clerk.iter_pages("/users", {"order_by": "+created_at"}, cursor=True)
+
+    def newest(self, offset: int, limit: int) -> Page:
+        """The users changed most recently first (``order_by=-updated_at``), by offset: the
+        cursor needs a ``created_at`` order."""
+        return self.clerk.page("/users", {"order_by": "-updated_at", "limit": limit, "offset": offset})
+
+    def total(self, newest: Page) -> int:
+        """How many users Clerk has (``/v1/users/count``: the list does not say)."""
+        return self.clerk.count("/users/count")
 
     def record(self, obj: Any) -> Record | str:
         """The user as the app's document holds it, or why it cannot be stored."""
