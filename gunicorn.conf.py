@@ -42,9 +42,18 @@ def on_starting(server):
 
     configure_logging(config.log_format)
     _serve_metrics(config.metrics_addr)
+    root = logging.getLogger("webhook_service")
     if not config.clerk_secret_key:
-        logging.getLogger("webhook_service").warning(
-            "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503"
+        root.warning(
+            "CLERK_SECRET_KEY is not set: POST /api/users/sync will answer 503, and the watcher is off"
+        )
+    elif config.watch_off_reason is not None:
+        root.warning("the watcher is off: %s", config.watch_off_reason)
+    else:
+        root.info(
+            "the watcher is on: a pass every %g s by one worker of one instance (its lease is in the "
+            "watch collection)",
+            config.watch_interval_s,
         )
     db = connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
     warn_about_conflicts(db, service_schema(config.declared))
@@ -70,6 +79,27 @@ def _serve_metrics(address):
         )
         sys.exit(1)
     logging.getLogger("webhook_service").info("metrics on http://%s:%d/metrics", host, port)
+
+
+def post_worker_init(worker):
+    """Start the watcher in the worker, after the fork (see webhook_service/watch/watcher.py):
+    one thread per worker, of which the lease's holder runs the passes."""
+    watcher = _watcher_of(worker)
+    if watcher is not None:
+        watcher.start()
+
+
+def worker_exit(server, worker):
+    """A graceful stop gives the watcher's lease up at once."""
+    watcher = _watcher_of(worker)
+    if watcher is not None:
+        watcher.stop()
+
+
+def _watcher_of(worker):
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get("webhook_service")
+    return getattr(services, "watcher", None)
 
 
 def child_exit(server, worker):

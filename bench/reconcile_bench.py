@@ -31,7 +31,7 @@ from tests.support.fake_clerk import FakeClerkAPI, make_users
 from tests.support.processes import REPO_ROOT
 from tests.support.signing import TEST_SECRET
 from tests.support.stores import user_store, xclone_user
-from webhook_service.cli import DEFAULT_MAX_RPS
+from webhook_service.cli.reconcile import DEFAULT_MAX_RPS
 from webhook_service.resources.users.clerk import EXISTING_IDS_CHUNK as DELETION_BATCH
 
 

@@ -30,7 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("DEV_DATA_DIR") or ROOT / ".data")  # the tests give their own
 DB_PORT = int(os.environ.get("DEV_DB_PORT", "27018"))
 CLERK_PORT = int(os.environ.get("DEV_CLERK_PORT", "8001"))
-DECLARATIONS = ("USER_FIELDS_FILE", "ORGANIZATION_FIELDS_FILE", "DELETE_CASCADE", "INSERT_ONLY_FIELDS")
+SHARED_SETTINGS = (
+    "USER_FIELDS_FILE",
+    "ORGANIZATION_FIELDS_FILE",
+    "DELETE_CASCADE",
+    "INSERT_ONLY_FIELDS",
+    "WATCH_INTERVAL_S",
+)
 
 
 def start_dev_database() -> tuple[subprocess.Popen, str]:
@@ -88,6 +94,7 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("PORT", "8000")
     env.setdefault("METRICS_ADDR", "127.0.0.1:9464")
+    env.setdefault("WATCH_INTERVAL_S", "15")  # a repair to watch within half a minute
     database = None
     if not env.get("MONGODB_URI"):
         database, env["MONGODB_URI"] = start_dev_database()
@@ -113,9 +120,9 @@ def main() -> None:
     env["WEBHOOK_URL"] = f"{url}/api/webhooks/clerk"
     env["SERVICE_URL"] = url
     DATA.mkdir(exist_ok=True)
-    # What the app declares it keeps, so that commands run from dev.env (reconcile) agree.
-    declared = [n for n in DECLARATIONS if env.get(n)]
-    names = [*exported, *declared, "WEBHOOK_URL", "SERVICE_URL"]
+    # The settings the commands run from dev.env (reconcile, watch) must share with the service.
+    shared = [n for n in SHARED_SETTINGS if env.get(n)]
+    names = [*exported, *shared, "WEBHOOK_URL", "SERVICE_URL"]
     (DATA / "dev.env").write_text("".join(f"export {n}={shlex.quote(env[n])}\n" for n in names))
     print(f"metrics on http://{env['METRICS_ADDR']}/metrics (METRICS_ADDR; not on the public port)")
     print(f"serving on {url}; from another terminal, after `. .data/dev.env`:")
@@ -123,6 +130,8 @@ def main() -> None:
     print('  curl -X POST -H "Authorization: Bearer $(.venv/bin/flask --app wsgi dev-token)" '
           "$SERVICE_URL/api/users/sync")
     print("  .venv/bin/flask --app wsgi reconcile --dry-run")
+    print(f"  .venv/bin/flask --app wsgi dev-change-user --first-name Augusta   # no webhook: the watcher "
+          f"(every {env['WATCH_INTERVAL_S']} s) repairs it")
     sys.stdout.flush()
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen(

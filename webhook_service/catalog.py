@@ -20,6 +20,8 @@ from .cascade import CascadeRule
 from .clerk_api import ClerkAPI
 from .dispatch import REDACTED_TYPES, Stores
 from .fieldmap import FieldMap
+from .metrics import Metrics
+from .mirror.batched import BatchedMirror
 from .mirror.reconcile import Target
 from .mirror.versioned import BULK_TIMEOUT_S
 from .resources.memberships.clerk import MembershipSource
@@ -36,6 +38,9 @@ from .resources.users.store import UserStore
 from .schema import EVENT_INDEXES, ORG_EVENT_INDEX, ORG_TOMBSTONES, TOMBSTONES, ServiceSchema, cascade_indexes
 from .store.eventlog import ORG_FIELD, USER_FIELD, EventLog
 from .store.indexes import IndexGate
+from .watch.lease import Lease
+from .watch.passes import Watched, WatchState
+from .watch.watcher import Watcher
 
 ORGANIZATION_CASCADE = "ORGANIZATION_FIELDS_FILE's cascade"
 
@@ -121,13 +126,30 @@ def build_event_log(db: Database[Any], indexes: IndexGate, **options: Any) -> Ev
     return EventLog(db, indexes=indexes, redacted_types=REDACTED_TYPES, tombstones=tombstones, **options)
 
 
-def reconcile_targets(stores: Stores, clerk: ClerkAPI) -> list[Target]:
-    """The resources reconcile walks, in order: organizations before their memberships."""
-    targets = [Target(stores.users, UserSource(clerk, stores.users.fields))]
+def sources(stores: Stores, clerk: ClerkAPI) -> list[tuple[BatchedMirror, Watched]]:
+    """Every declared resource's store with its Clerk source, in the order reconcile and the
+    watcher walk them: organizations before their memberships."""
+    found: list[tuple[BatchedMirror, Watched]] = [(stores.users, UserSource(clerk, stores.users.fields))]
     if stores.organizations is not None:
-        targets.append(
-            Target(stores.organizations, OrganizationSource(clerk, stores.organizations.organizations))
-        )
+        found.append((stores.organizations, OrganizationSource(clerk, stores.organizations.organizations)))
     if stores.memberships is not None:
-        targets.append(Target(stores.memberships, MembershipSource(clerk, stores.memberships.memberships)))
-    return targets
+        found.append((stores.memberships, MembershipSource(clerk, stores.memberships.memberships)))
+    return found
+
+
+def build_watcher(
+    db: Database[Any], stores: Stores, clerk: ClerkAPI, *, interval_s: float, metrics: Metrics | None = None
+) -> Watcher:
+    """The watcher over the declared resources, with its lease (three intervals long)."""
+    return Watcher(
+        sources(stores, clerk),
+        Lease(db, ttl_s=3 * interval_s),
+        WatchState(db),
+        interval_s=interval_s,
+        metrics=metrics,
+    )
+
+
+def reconcile_targets(stores: Stores, clerk: ClerkAPI) -> list[Target]:
+    """The resources reconcile walks, in order."""
+    return [Target(store, source) for store, source in sources(stores, clerk)]

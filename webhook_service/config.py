@@ -50,6 +50,8 @@ class Config:
     clerk_timeout_ms: int = 3000
     clerk_retry_budget_ms: int = 5000
     sync_min_interval_s: float = 10.0
+    watch_interval_s: float = 60.0
+    watch_max_rps: float = 1.0
     insert_only_fields: tuple[str, ...] = ()
     delete_cascade: tuple[CascadeRule, ...] = ()
     metrics_addr: tuple[str, int] | None = DEFAULT_METRICS_ADDR
@@ -106,6 +108,8 @@ class Config:
             clerk_timeout_ms=_number(env, "CLERK_TIMEOUT_MS", 3000, int),
             clerk_retry_budget_ms=_number(env, "CLERK_RETRY_BUDGET_MS", 5000, int),
             sync_min_interval_s=_number(env, "SYNC_MIN_INTERVAL_S", 10.0, float),
+            watch_interval_s=_number(env, "WATCH_INTERVAL_S", 60.0, float),
+            watch_max_rps=_number(env, "WATCH_MAX_RPS", 1.0, float),
             insert_only_fields=_name_list(env.get("INSERT_ONLY_FIELDS", "")),
             delete_cascade=_cascade(env.get("DELETE_CASCADE", "")),
             metrics_addr=_listen_address(env.get("METRICS_ADDR", "")),
@@ -139,6 +143,19 @@ class Config:
             raise ConfigError("EVENT_RETENTION_DAYS must be positive")
         if not 0 <= self.sync_min_interval_s <= 86_400:
             raise ConfigError("SYNC_MIN_INTERVAL_S must be between 0 (off) and 86400 seconds")
+        if not 0 <= self.watch_interval_s <= 86_400:
+            raise ConfigError("WATCH_INTERVAL_S must be between 0 (off) and 86400 seconds")
+        if self.watch_max_rps < 0:
+            raise ConfigError("WATCH_MAX_RPS must be 0 (unpaced) or more requests per second")
+
+    @property
+    def watch_off_reason(self) -> str | None:
+        """Why the watcher does not run, or None when it does."""
+        if not self.watch_interval_s:
+            return "WATCH_INTERVAL_S is 0"
+        if not self.clerk_secret_key:
+            return "CLERK_SECRET_KEY is not set"
+        return None
 
     @property
     def declared(self) -> Declarations:

@@ -63,11 +63,34 @@ STARTED = Gauge(
     multiprocess_mode="min",
 )
 SYNC_REQUESTS = Counter("clerk_user_sync_requests_total", "POST /api/users/sync by status", ["status"])
+# The watcher (watch/): what it repaired that a delivery should have done, when its last
+# pass succeeded, and how far the local count is from Clerk's.
+REPAIRS = Counter(
+    "clerk_sync_repairs_total",
+    "Records the watcher repaired because no delivery did: kind is created, updated or deleted",
+    ["resource", "kind"],
+)
+WATCH_LAST_SUCCESS = Gauge(
+    "clerk_sync_watch_last_success_timestamp_seconds",
+    "Unix time of the watcher's last successful pass (0: none since the service started)",
+    multiprocess_mode="max",
+)
+WATCH_INTERVAL = Gauge(
+    "clerk_sync_watch_interval_seconds",
+    "Seconds between the watcher's passes (WATCH_INTERVAL_S; 0: the watcher is off)",
+    multiprocess_mode="max",
+)
+DRIFT = Gauge(
+    "clerk_sync_drift",
+    "Local records minus Clerk's count at the last pass; what a deletion walk left unexplained stays here",
+    ["resource"],
+    multiprocess_mode="mostrecent",
+)
 STARTED.set(time.time())
 
 
 # The values of ``caller``: who asked Clerk. Anything else is counted as "other".
-CALLERS = frozenset(("sync", "reconcile"))
+CALLERS = frozenset(("sync", "reconcile", "watch"))
 
 
 class Metrics:
@@ -95,11 +118,23 @@ class Metrics:
         INDEX_CONFLICTS.labels(index=index[:64]).inc()
 
     def clerk_call(self, status: int | str, caller: str = "sync") -> None:
-        """One answer from Clerk; pass ``caller="reconcile"`` from the reconcile command."""
+        """One answer from Clerk; ``caller`` is ``reconcile`` or ``watch`` from those."""
         CLERK_API_CALLS.labels(status=str(status), caller=caller if caller in CALLERS else "other").inc()
 
     def sync(self, status: int) -> None:
         SYNC_REQUESTS.labels(status=str(status)).inc()
+
+    def watch_interval(self, seconds: float) -> None:
+        WATCH_INTERVAL.set(seconds)
+
+    def repaired(self, resource: str, kind: str) -> None:
+        REPAIRS.labels(resource=resource, kind=kind).inc()
+
+    def watch_succeeded(self) -> None:
+        WATCH_LAST_SUCCESS.set(time.time())
+
+    def drift(self, resource: str, records: int) -> None:
+        DRIFT.labels(resource=resource).set(records)
 
 
 @functools.lru_cache(maxsize=512)

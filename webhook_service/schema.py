@@ -20,8 +20,9 @@ TOMBSTONES = "deleted_users"
 ORG_TOMBSTONES = "deleted_organizations"
 MEMBERSHIP_TOMBSTONES = "deleted_memberships"
 EVENTS = "events"
+WATCH = "watch"  # the watcher's lease and where each resource's last pass stopped
 # Collections only the service writes: no cascade rule may name them.
-SERVICE_COLLECTIONS = (TOMBSTONES, ORG_TOMBSTONES, MEMBERSHIP_TOMBSTONES, EVENTS)
+SERVICE_COLLECTIONS = (TOMBSTONES, ORG_TOMBSTONES, MEMBERSHIP_TOMBSTONES, EVENTS, WATCH)
 MIGRATE_COMMAND = "flask --app wsgi init-db --migrate"
 INIT_COMMAND = "flask --app wsgi init-db"
 

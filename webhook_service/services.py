@@ -7,13 +7,14 @@ importing the module that imports them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 from pymongo.database import Database
 
-from .catalog import build_event_log, build_stores, service_schema
+from .catalog import build_event_log, build_stores, build_watcher, service_schema
 from .clerk_api import ClerkAPI
 from .config import Config
 from .deliveries import DeliveryHandler
@@ -28,6 +29,7 @@ from .store.mongo import connect
 from .sync import UserSync
 from .sync.memberships import MembershipRefresh
 from .tokens import JwksCache, SessionTokenVerifier
+from .watch.watcher import Watcher
 
 EXTENSION = "webhook_service"
 
@@ -47,6 +49,7 @@ class Services:
     sync: UserSync | None
     metrics: Metrics
     deliveries: DeliveryHandler
+    watcher: Watcher | None = None  # started in each gunicorn worker (gunicorn.conf.py)
 
 
 def current_services() -> Services:
@@ -81,6 +84,12 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
         sync = UserSync(
             stores.users, source, min_interval_s=config.sync_min_interval_s, memberships=memberships
         )
+    watcher = None
+    if config.watch_off_reason is None and config.clerk_secret_key:
+        watcher = build_watcher(
+            db, stores, watch_client(config, metrics), interval_s=config.watch_interval_s, metrics=metrics
+        )
+    metrics.watch_interval(config.watch_interval_s if watcher is not None else 0)
     tokens = SessionTokenVerifier(
         jwt_key=config.clerk_jwt_key,
         authorized_parties=config.authorized_parties,
@@ -99,4 +108,20 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
         sync=sync,
         metrics=metrics,
         deliveries=DeliveryHandler(stores, events, metrics),
+        watcher=watcher,
+    )
+
+
+def watch_client(config: Config, metrics: Metrics) -> ClerkAPI:
+    """The watcher's own Clerk client: paced to ``WATCH_MAX_RPS`` (Clerk's rate limit is the
+    whole app's), waiting out a 429's ``Retry-After`` and retrying 5xx within its budget."""
+    return ClerkAPI(
+        config.clerk_secret_key or "",
+        config.clerk_server_url,
+        timeout_ms=10_000,
+        retry_budget_ms=30_000,
+        retry_statuses=("429", "5XX"),
+        max_retry_after_s=30.0,
+        max_rps=config.watch_max_rps,
+        on_status=functools.partial(metrics.clerk_call, caller="watch"),
     )

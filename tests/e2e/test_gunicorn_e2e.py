@@ -89,6 +89,7 @@ def test_without_clerk_secret_key_it_starts_and_warns_once(running):
     warnings = [line for line in running.logs().splitlines() if "CLERK_SECRET_KEY" in line]
     assert len(warnings) == 1, running.logs()  # from the master, not once per worker
     assert "WARNING" in warnings[0] and "POST /api/users/sync will answer 503" in warnings[0]
+    assert warnings[0].endswith("and the watcher is off")
     sync = httpx.post(running.url + "/api/users/sync", headers={"Authorization": "Bearer x"}, timeout=5.0)
     assert sync.status_code == 503
     assert sync.json()["error"] == "sync not configured"

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class DevServer:
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory) -> Iterator[DevServer]:
-    server = DevServer(tmp_path_factory.mktemp("dev-data"))
+    server = DevServer(tmp_path_factory.mktemp("dev-data"), WATCH_INTERVAL_S="2")
     try:
         yield server
     finally:
@@ -164,6 +165,26 @@ def test_a_webhook_a_sync_and_a_reconcile_dry_run_tell_one_story(dev):
         "would be created 2, would be updated 0, unchanged 2, would be deleted 0; 1 Clerk request in "
     ), summary
     assert "CLERK_SECRET_KEY" not in dry_run.stderr
+
+
+def test_a_change_in_the_local_clerk_with_no_webhook_is_repaired_by_the_watcher(dev):
+    from pymongo import MongoClient
+
+    changed = dev.command("dev-change-user", ALAN, "--first-name", "Alonzo")
+    assert changed.returncode == 0, changed.stderr
+    assert (
+        changed.stdout.strip()
+        == f"{ALAN} changed (first_name) in the local Clerk, with no webhook: the watcher repairs it"
+    )
+    with MongoClient(dev.env["MONGODB_URI"], serverSelectionTimeoutMS=5000) as client:
+        users = client.get_default_database().users
+        deadline = time.monotonic() + 10  # two passes of 2 s, and a start
+        repaired = f"watch repaired user {ALAN}: missed its creation"  # logged once the pass is done
+        while (users.find_one({"clerkId": ALAN}) or {}).get(
+            "firstName"
+        ) != "Alonzo" or repaired not in dev.output():
+            assert time.monotonic() < deadline, dev.output()
+            time.sleep(0.2)
 
 
 def test_dev_token_refuses_any_clerk_but_the_local_one(dev):

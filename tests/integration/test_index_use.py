@@ -37,13 +37,12 @@ XCLONE_CASCADE = (
     "posts.likes:pull,comments.likes:pull"
 )
 QUERY_COMMANDS = {"find", "update", "delete", "findAndModify", "aggregate", "count", "distinct"}
-# (collection, the filter's fields): scans made once per reconcile run, not per user.
+# (collection, the filter's fields): scans made once per reconcile run or deletion walk, not
+# per record: the local records a reconcile run did not see, or a watcher's walk confirms.
 ONCE_PER_RUN_SCANS = {
-    (
-        collection,
-        frozenset({"clerkUpdatedAt", "reconcileRun"}),
-    ): f"the {collection} a reconcile run did not see"
+    (collection, frozenset(fields))
     for collection in ("users", "organizations", "memberships")
+    for fields in ({"clerkUpdatedAt", "reconcileRun"}, {"clerkUpdatedAt"})
 }
 
 
@@ -330,3 +329,24 @@ def test_every_organization_and_membership_command_uses_an_index(mongo_uri, fake
         app.extensions["webhook_service"].events.close()
         client_.close()
         explainer.close()
+
+
+def test_every_command_of_a_watcher_pass_uses_an_index(watched, fake_clerk) -> None:
+    """A quiet pass, a pass that repairs, and the walk that finds missed deletions: the
+    lease, the state, the versions, the guarded upserts, the count and the deletions."""
+    app, recorder, explainer = watched
+    users = seed(app, fake_clerk, count=8)
+    watcher = app.extensions["webhook_service"].watcher
+    assert watcher is not None
+
+    def passes() -> None:
+        fake_clerk.add_user(make_clerk_user(seed="watch-missed", updated_at=1_700_000_000_000))
+        for user in users[:2]:
+            fake_clerk.remove_user(user["id"])
+        for _ in range(3):
+            assert watcher.run_once() is not None
+
+    commands = run_path(app, recorder, passes)
+    assert any(name == "aggregate" and c["aggregate"] == "users" for name, c in commands), "no count"
+    assert any(name == "delete" and c["delete"] == "users" for name, c in commands), "no walk deleted"
+    assert collection_scans(explainer, commands) == []

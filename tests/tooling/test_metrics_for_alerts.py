@@ -159,7 +159,7 @@ def test_clerk_calls_are_counted_by_status_and_caller(client):
     assert count("429", "sync") == before["sync"] + 1
     assert count("429", "other") == before["other"] + 1
     callers = {labels["caller"] for labels in scrape()["clerk_api_requests_total"]}
-    assert callers <= {"sync", "reconcile", "other"}
+    assert callers <= {"sync", "reconcile", "watch", "other"}
 
 
 # -- the rules name only what the service exports ------------------------------------------------
@@ -209,7 +209,10 @@ def labels_used(expr: str) -> set[str]:
 def exported(client) -> dict[str, list[dict[str, str]]]:
     """``/metrics`` after every labelled metric the rules read has samples."""
     deliver(client, "user.created", clerk_user(new_id(), 1))
-    Metrics().clerk_call(200)
+    metrics = Metrics()
+    metrics.clerk_call(200)
+    metrics.repaired("user", "created")
+    metrics.drift("user", 0)
     return scrape()
 
 
@@ -250,7 +253,7 @@ def test_the_outcomes_the_rules_match_are_outcomes():
 
 def test_every_alert_has_a_promtool_test_and_a_readme_section():
     alerts = re.findall(r"^\s*- alert:\s*(\w+)", ALERTS.read_text(), re.M)
-    assert len(alerts) == len(set(alerts)) == 7
+    assert len(alerts) == len(set(alerts)) == 9
     tests = (PROMETHEUS / "alerts_test.yml").read_text()
     readme = (PROMETHEUS / "README.md").read_text()
     for alert in alerts:

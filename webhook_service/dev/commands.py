@@ -14,12 +14,12 @@ import click
 import httpx
 from flask.cli import with_appcontext
 
-from ..cli import fail
+from ..cli.common import fail
 from ..dispatch import EVENT_TYPES
 from ..events import parse_event
 from ..services import current_services
 from . import sample_events, sample_organizations
-from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH
+from .local_clerk import LOCAL_SECRET_PREFIX, TOKEN_PATH, USERS_PATH
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -159,11 +159,7 @@ def dev_token(user_id: str | None) -> None:
     USER_ID defaults to the first sample user (Ada). The token has no azp, as a native
     app's has. Refuses to run against any other Clerk.
     """
-    config = current_services().config
-    secret = config.clerk_secret_key or ""
-    api = config.clerk_api_url
-    if urlsplit(api).hostname not in LOOPBACK_HOSTS or not secret.startswith(LOCAL_SECRET_PREFIX):
-        fail(f"dev-token only works against the local Clerk that `make run` starts, not {api}")
+    api, secret = _local_clerk("dev-token")
     user_id = user_id or sample_events.sample_users()[0]["id"]
     url = api.rstrip("/") + TOKEN_PATH
     try:
@@ -180,4 +176,54 @@ def dev_token(user_id: str | None) -> None:
     click.echo(response.json()["jwt"])
 
 
-DEV_COMMANDS = (send_test_event, dev_token)
+@click.command("dev-change-user")
+@click.argument("user_id", required=False)
+@click.option("--first-name")
+@click.option("--last-name")
+@click.option("--username")
+@click.option("--delete", is_flag=True, help="Delete the user instead.")
+@with_appcontext
+def dev_change_user(
+    user_id: str | None, first_name: str | None, last_name: str | None, username: str | None, delete: bool
+) -> None:
+    """Change (or delete) a user in the local Clerk that `make run` starts, sending no
+    webhook: the watcher repairs the database within a pass or two (WATCH_INTERVAL_S).
+
+    USER_ID defaults to the first sample user (Ada). Refuses to run against any other Clerk.
+    """
+    api, secret = _local_clerk("dev-change-user")
+    user_id = user_id or sample_events.sample_users()[0]["id"]
+    given = {"first_name": first_name, "last_name": last_name, "username": username}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if not delete and not changes:
+        fail("say what changes: --first-name, --last-name or --username (or --delete)")
+    url = api.rstrip("/") + USERS_PATH + user_id
+    try:
+        response = httpx.request(
+            "DELETE" if delete else "PATCH",
+            url,
+            json=None if delete else changes,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=5,
+        )
+    except httpx.HTTPError as exc:
+        fail(f"the local Clerk at {api} is not answering ({type(exc).__name__}); is `make run` running?")
+    if response.status_code == 404:
+        fail(f"the local Clerk has no user {user_id}")
+    if response.status_code != 200:
+        fail(f"the local Clerk answered {response.status_code}")
+    what = "deleted" if delete else f"changed ({', '.join(sorted(changes))})"
+    click.echo(f"{user_id} {what} in the local Clerk, with no webhook: the watcher repairs it")
+
+
+def _local_clerk(command: str) -> tuple[str, str]:
+    """The local Clerk's URL and secret, or one line refusing any other Clerk."""
+    config = current_services().config
+    secret = config.clerk_secret_key or ""
+    api = config.clerk_api_url
+    if urlsplit(api).hostname not in LOOPBACK_HOSTS or not secret.startswith(LOCAL_SECRET_PREFIX):
+        fail(f"{command} only works against the local Clerk that `make run` starts, not {api}")
+    return api, secret
+
+
+DEV_COMMANDS = (send_test_event, dev_token, dev_change_user)

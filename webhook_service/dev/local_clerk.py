@@ -43,6 +43,8 @@ from .sample_events import DEFAULT_INSTANCE_ID, clerk_error_body, clerk_id
 
 LOCAL_SECRET_PREFIX = "sk_test_local_"
 TOKEN_PATH = "/local/session_tokens"
+USERS_PATH = "/local/users/"  # + id: PATCH changes a user, DELETE deletes one, with no webhook
+CHANGEABLE = ("first_name", "last_name", "username", "image_url", "public_metadata", "unsafe_metadata")
 SESSION_TOKEN_LIFETIME_S = 60  # as Clerk's
 
 
@@ -225,6 +227,8 @@ class LocalClerk:
         route = req.path.rstrip("/")
         if route == TOKEN_PATH and req.method == "POST":
             return self._issue_token(req)
+        if route.startswith(USERS_PATH) and req.method in ("PATCH", "DELETE"):
+            return self._change_user(req, route.removeprefix(USERS_PATH))
         if req.method not in ("GET", "HEAD"):
             return json_response(405, clerk_error_body("method_not_allowed", "Method not allowed"))
         if route == "/v1/jwks":
@@ -254,6 +258,26 @@ class LocalClerk:
         if user_id not in self.directory.users:
             return not_found()
         return json_response(200, {"object": "token", "jwt": self.session_token(user_id)})
+
+    def _change_user(self, req: Request, user_id: str) -> Response:
+        """Change or delete a user as Clerk's dashboard would, but send no webhook: what the
+        service then learns, it learns from its watcher (or a sync, or reconcile)."""
+        user = self.directory.users.get(user_id)
+        if user is None:
+            return not_found()
+        if req.method == "DELETE":
+            self.remove_user(user_id)
+            return json_response(200, {"deleted": True, "id": user_id, "object": "user"})
+        try:
+            changes = json.loads(req.get_data() or b"{}")
+        except ValueError:
+            changes = None
+        if not isinstance(changes, dict) or not set(changes) <= set(CHANGEABLE):
+            return invalid("body", f"a JSON object of {', '.join(CHANGEABLE)}")
+        changed = dict(user, **changes, updated_at=int(time.time() * 1000))
+        self.add_user(changed)
+        return json_response(200, changed)
+
 
 def local_secret_key() -> str:
     """The local Clerk's secret key: a recognisable ``sk_test_local_`` value, never a real one."""
