@@ -49,6 +49,12 @@ class Page:
     items: list[Any]
     total_count: int | None = None
 
+    def total(self, path: str) -> int:
+        """``total_count``, which the ``{data, total_count}`` lists carry."""
+        if self.total_count is None:
+            raise ClerkUnavailable(f"Clerk API sent a {path} list without total_count")
+        return self.total_count
+
 
 class ClerkAPI:
     def __init__(

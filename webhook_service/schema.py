@@ -91,6 +91,11 @@ ORG_EVENT_INDEX = IndexSpec(
 )
 
 
+def key_index(collection: str, name: str, keys: tuple[str, ...], purpose: str) -> IndexSpec:
+    """A unique index a resource's writes are ordered by: required, so it may be hinted."""
+    return IndexSpec(collection, name, tuple((k, 1) for k in keys), purpose, unique=True, required=True)
+
+
 @dataclass(frozen=True)
 class CollectionRules:
     """What the service needs of the app's own unique indexes on a collection it writes.

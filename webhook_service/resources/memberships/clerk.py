@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from ...clerk_api import ClerkAPI, ClerkNotFound, ClerkUnavailable, Page
+from ...clerk_api import ClerkAPI, ClerkNotFound, Page
 from ...mirror.records import Record
 from .mapping import (
     MembershipMap,
@@ -49,9 +49,7 @@ class MembershipSource:
         return self.clerk.page("/organization_memberships", params)
 
     def total(self, newest: Page) -> int:
-        if newest.total_count is None:
-            raise ClerkUnavailable("Clerk API sent a membership list without total_count")
-        return newest.total_count
+        return newest.total("/organization_memberships")
 
     def record(self, obj: Any) -> Record | str:
         reason = unstorable_membership(obj)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ...clerk_api import ClerkAPI, ClerkNotFound, ClerkUnavailable, Page
+from ...clerk_api import ClerkAPI, ClerkNotFound, Page
 from ...events import unstorable_reason
 from ...mirror.records import Record
 from .mapping import OrganizationMap, map_organization
@@ -40,9 +40,7 @@ class OrganizationSource:
         )
 
     def total(self, newest: Page) -> int:
-        if newest.total_count is None:
-            raise ClerkUnavailable("Clerk API sent an organization list without total_count")
-        return newest.total_count
+        return newest.total("/organizations")
 
     def record(self, obj: Any) -> Record | str:
         reason = unstorable_reason(obj)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from ...schema import CollectionRules, IndexSpec
+from ...schema import CollectionRules, IndexSpec, key_index
 from .mapping import OrganizationMap
 
 
 def organization_indexes(organizations: OrganizationMap) -> tuple[IndexSpec, ...]:
-    identity, collection = organizations.identity, organizations.collection
-    return (
-        IndexSpec(
-            collection,
-            f"{identity}_unique",
-            ((identity, 1),),
-            "one document per Clerk organization; orders writes",
-            unique=True,
-            required=True,
-        ),
-    )
+    identity = organizations.identity
+    purpose = "one document per Clerk organization; orders writes"
+    return (key_index(organizations.collection, f"{identity}_unique", (identity,), purpose),)
 
 
 def organization_rules(organizations: OrganizationMap) -> CollectionRules:

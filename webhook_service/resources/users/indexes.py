@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...bookkeeping import USERNAME_LOWER
 from ...fieldmap import FieldMap
-from ...schema import USERS, CollectionRules, IndexSpec
+from ...schema import USERS, CollectionRules, IndexSpec, key_index
 from .mapping import USERNAME
 
 # Fields that Clerk lets two users share at once, or lack: an app's unique index on one
@@ -16,14 +16,7 @@ _CONTACTS = {"$primary_email": "an email address (phone or web3 sign-in)", "$pri
 def user_indexes(fields: FieldMap) -> tuple[IndexSpec, ...]:
     [identity] = fields.identity
     specs = [
-        IndexSpec(
-            USERS,
-            f"{identity}_unique",
-            ((identity, 1),),
-            "one document per Clerk user; orders writes",
-            unique=True,
-            required=True,
-        )
+        key_index(USERS, f"{identity}_unique", (identity,), "one document per Clerk user; orders writes")
     ]
     if fields.target_of(USERNAME) is not None:
         specs.append(
