@@ -17,9 +17,10 @@ What is counted, and why it repeats:
   (``--instr-atstart=no``, switched on through ``vgdb`` before the first phase), which
   makes them about six times faster.
 * Every thread of the process, so the event log's writer is counted; its once-a-second
-  timer is off (``events._interval``) and each phase ends with ``EventLog.flush()``,
-  inside the phase: a phase writes its records in the same batches on every run, and the
-  writer's work is counted whether it wrote a batch or the flush did.
+  timer is off (``events._interval``), a batch is 100 records exactly (not the 100 it
+  waits for plus whatever came in before it ran), and each phase ends with
+  ``EventLog.flush()``, inside the phase: a phase writes its records in the same batches
+  on every run, and the writer's work is counted whether it wrote a batch or the flush did.
 * The same deliveries on every run: fixed seeds and ids (``bench/workload.py``, the
   timed bench's streams), ``PYTHONHASHSEED=0``, a fresh database per run, and
   ``gc.collect()`` plus ``gc.freeze()`` before each phase (so a full collection over
@@ -574,6 +575,8 @@ def table_lines(section: dict[str, Any]) -> list[str]:
         change = (
             f"{against['updates_service_change_pct']:+.2f} %" if against else "not comparable (other sizes)"
         )
+        if ref.get("measured") == meta["started"]:
+            change = "this run is the reference"
         if against and not against["same_harness"]:
             change += ", and the harness has changed since"
         lines.append(
