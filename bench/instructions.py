@@ -16,11 +16,11 @@ What is counted, and why it repeats:
   imports and the warm-up run before callgrind instruments anything at all
   (``--instr-atstart=no``, switched on through ``vgdb`` before the first phase), which
   makes them about six times faster.
-* Every thread of the process, so the event log's writer is counted; its once-a-second
-  timer is off (``events._interval``), a batch is 100 records exactly (not the 100 it
-  waits for plus whatever came in before it ran), and each phase ends with
-  ``EventLog.flush()``, inside the phase: a phase writes its records in the same batches
-  on every run, and the writer's work is counted whether it wrote a batch or the flush did.
+* Every thread of the process, and the event log's writing inside the phase: the
+  writer thread is held back during a phase (no once-a-second timer, no wake-up at 100
+  records) and each phase ends with ``EventLog.flush()``, which writes the phase's
+  records in batches of 100 (a busy service's) from the main thread. A phase writes the
+  same batches on every run, and no two threads take the GIL from each other.
 * The same deliveries on every run: fixed seeds and ids (``bench/workload.py``, the
   timed bench's streams), ``PYTHONHASHSEED=0``, a fresh database per run, and
   ``gc.collect()`` plus ``gc.freeze()`` before each phase (so a full collection over
@@ -39,7 +39,7 @@ Per feature (``breakdown``, on unless ``run`` is told otherwise): each phase is 
 stream of the same shape, with each feature's functions called through a ctypes closure
 of the feature's own (``Carrier``). Callgrind counts the closure's trampoline as a
 function at a fixed address, so its inclusive count is everything the feature's calls
-executed (the writer thread's batches included), exactly. A carrier adds a fixed
+executed (the event log's batches included), exactly. A carrier adds a fixed
 count per call, measured in a calibration phase and taken off. The features' own figures
 come from these phases; the totals and ratios from the phases without carriers.
 """

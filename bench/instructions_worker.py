@@ -53,7 +53,7 @@ SERVICE_FEATURES = (
     ("versioned write", "UserStore.upsert_if_newer, UserStore.delete"),
     (
         "event-log record",
-        "deliveries.kept_payload, EventRecord(...), EventLog.record, EventLog._write (writer thread)",
+        "deliveries.kept_payload, EventRecord(...), EventLog.record, EventLog._write (the batches)",
     ),
     ("metrics", "Metrics.delivery"),
     ("log line", "the handler's log.log(...) call (Logger.log, its handler and formatter)"),
@@ -174,14 +174,17 @@ class App:
 
             self.services = wsgi.app.extensions[EXTENSION]
             self.events = self.services.events
-            # The event log's writer writes a batch whenever 100 records wait (a busy
-            # service), and otherwise once a second. The once a second would make the
-            # number of batches in a phase depend on how fast the machine ran it; it is
-            # turned off here, and each phase ends with flush(), inside the phase. Woken
-            # at 100, the writer also takes the few records that came in before it got
-            # the GIL, a number that depends on thread timing: here a batch is 100.
+            # The event log's writer thread writes a batch whenever 100 records wait (a
+            # busy service), and otherwise once a second. Here it writes nothing during a
+            # phase: each phase ends with flush(), inside the phase, which writes the
+            # phase's records in batches of 100 from this thread. The same batches, the
+            # same work; what goes is what depended on timing: how many batches the
+            # once-a-second timer cut, how many records the woken writer found waiting,
+            # and the two threads taking the GIL from each other while it wrote.
+            batch = self.events._batch_size
             self.events._interval = 86_400.0
-            self.events._max_batch = self.events._batch_size
+            self.events._batch_size = 10**9
+            self.events._max_batch = batch
         else:
             from bench.baseline_app import create_app
 
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = Carrier("calibration")
 
     # Warm-up: indexes, lazy imports, caches, the specialising interpreter, every
-    # outcome's metric child, the writer thread: a mixed stream and updates.
+    # outcome's metric child, the event log's batches: a mixed stream and updates.
     warm = workload.materialize(workload.build_template(args.warmup, seed=99), "iw")
     for stream in (warm, workload.update_stream(warm, max(1, args.warmup // 2))):
         statuses, _ = deliver(app, signed_environs(stream, TEST_SECRET))
