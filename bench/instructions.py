@@ -196,6 +196,8 @@ def code_identity() -> dict[str, Any]:
 
 
 def _worker_env(uri: str, metrics_dir: Path) -> dict[str, str]:
+    """The service's variables as the bench sets them and nobody else's; no PYTHON*
+    setting of the caller's (a hash seed, a path, buffering) reaches the worker."""
     skip = ("CLERK_", "MONGODB_", "PROMETHEUS_", "GUNICORN_", "PYTHON")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env.update(
@@ -532,7 +534,8 @@ def run(
     if ref.get("events") == events and ref.get("warmup") == warmup:
         then = ref["streams"]["updates"]["service"]
         section["against_reference"] = {
-            "updates_service_change_pct": round((streams["updates"]["service"] - then) / then * 100, 3),
+            "updates_service_change_pct": round((streams["updates"]["service"] - then) / then * 100, 3)
+            + 0.0,  # never -0.0
             "limit_pct": REFERENCE_GROWTH * 100,
             # A changed harness (streams, baseline, worker) moves the figure by itself.
             "same_harness": ref.get("harness_hash") == section["meta"]["code"]["harness_hash"],
