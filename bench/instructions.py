@@ -25,23 +25,25 @@ What is counted, and why it repeats:
   timed bench's streams), ``PYTHONHASHSEED=0``, a fresh database per run, and
   ``gc.collect()`` plus ``gc.freeze()`` before each phase (so a full collection over
   start-up's objects cannot land in one run's phase and not in another's). The Svix
-  timestamp changes, the signed length does not. pymongo's heartbeat (10 s) and its
-  maintenance task (1 s) are pushed to an hour in the worker: they are not per delivery.
+  timestamp changes, the signed length does not.
+* No clock-driven work in a phase: pymongo's heartbeat (10 s) and maintenance task (1 s)
+  are pushed to an hour, and ``Metrics.delivery``'s last-delivery gauge (at most once a
+  second) is held back. They cost per second, not per delivery, and how often a phase
+  paid for them would depend on how fast the machine ran it.
 * The same heap, as far as it can be: the repository's modules are compiled before a
   worker starts, so no worker compiles one (which changes the layout of the heap, and
   with it which attribute lookups collide in the interpreter's type cache: 0.5-0.9 %
   of a delivery's count, in every phase). Threads that allocate while the main thread
   starts up leave the layout a little different on every run all the same.
-* What remains time-driven is small: ``Metrics.delivery`` sets a gauge at most once a
-  second, and a reply may reach a socket in two reads instead of one.
+* What remains is small: a reply may reach a socket in two reads instead of one.
 
-Per feature (``breakdown``, on unless ``run`` is told otherwise): each phase is run once more on a fresh
-stream of the same shape, with each feature's functions called through a ctypes closure
-of the feature's own (``Carrier``). Callgrind counts the closure's trampoline as a
-function at a fixed address, so its inclusive count is everything the feature's calls
-executed (the event log's batches included), exactly. A carrier adds a fixed
-count per call, measured in a calibration phase and taken off. The features' own figures
-come from these phases; the totals and ratios from the phases without carriers.
+Per feature (``breakdown``, on unless ``run`` is told otherwise): each phase is run once
+more on a fresh stream of the same shape, with each feature's functions called through a
+ctypes closure of the feature's own (``Carrier``). Callgrind counts the closure's
+trampoline as a function at a fixed address, so its inclusive count is everything the
+feature's calls executed (the event log's batches included), exactly. A carrier adds a
+fixed count per call, measured in a calibration phase and taken off. The features' own
+figures come from these phases; the totals and ratios from the phases without carriers.
 """
 
 from __future__ import annotations
