@@ -6,7 +6,7 @@ import math
 import statistics
 from typing import Any
 
-from bench import burst, scale
+from bench import burst, instructions, scale
 
 # (key, label, better): "higher" or "lower" is better, for the change against a previous run
 INGEST_METRICS = (
@@ -122,7 +122,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rss = reconcile["service"]["peak_rss_mb"]
         add(f"reconcile peak RSS MB ({reconcile['users']} users)", "< 200", rss, rss < 200, "secantus")
-    for name, section_targets in (("scale", scale.targets), ("burst", burst.targets)):
+    for name, section_targets in (
+        ("instructions", instructions.targets),
+        ("scale", scale.targets),
+        ("burst", burst.targets),
+    ):
         if name in results:
             for target in section_targets(results[name]):
                 add(*target)
@@ -145,6 +149,8 @@ def table(results: dict[str, Any]) -> str:
         f"Machine: {meta['cores']} cores ({meta['cpu']}), Python {meta['python']}, {meta['started']}",
         f"Command: {meta['command']}",
     ]
+    if "instructions" in results:
+        lines += instructions.table_lines(results["instructions"])
     for section in results.get("ingest", {}).values():
         summary = section["summary"]
         lines += [

@@ -3,9 +3,13 @@
     python -m bench                  # the full run (make bench)
     python -m bench --quick          # a small one, about two minutes
     python -m bench --only ingest --backends mongomock --events 5000
+    python -m bench --only instructions   # instructions per delivery, under callgrind
 
 Prints a table, writes it with every raw figure to bench/results.json (``--results``),
-and, when that file already exists, prints the change against it first.
+and, when that file already exists, prints the change against it first. A run of the
+instructions part alone replaces only the ``instructions`` section of an existing
+results file (and its targets): the timed sections stay as the run that made them left
+them, and its ``meta`` with them (the instructions section has a ``meta`` of its own).
 """
 
 from __future__ import annotations
@@ -21,7 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import burst, commands, ingest, procstat, profile, reconcile_bench, report, scale, sync_bench
+from bench import (
+    burst,
+    commands,
+    ingest,
+    instructions,
+    procstat,
+    profile,
+    reconcile_bench,
+    report,
+    scale,
+    sync_bench,
+)
 from bench.servers import TestDatabase, log
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -35,6 +50,8 @@ QUICK = {
     "scale_sizes": "1000,10000",
     "scale_ops": 20,
     "burst_events": 2000,
+    "instructions_events": 200,
+    "instructions_warmup": 50,
 }
 
 
@@ -92,8 +109,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--burst-concurrency", type=int, default=64, help="requests in flight (burst)")
     parser.add_argument(
+        "--instructions-events",
+        type=int,
+        default=1000,
+        help="deliveries per stream and app in the instructions part (callgrind)",
+    )
+    parser.add_argument(
+        "--instructions-warmup",
+        type=int,
+        default=100,
+        help="deliveries before the measured ones (instructions)",
+    )
+    parser.add_argument(
+        "--instructions-out",
+        type=Path,
+        default=instructions.DEFAULT_OUT,
+        help="where the instructions part leaves its callgrind files (emptied first)",
+    )
+    parser.add_argument(
         "--only",
-        default="ingest,reconcile,sync,commands,scale,burst",
+        default="instructions,ingest,reconcile,sync,commands,scale,burst",
         help="parts to run, comma-separated",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where to write the results")
@@ -118,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so gunicorn and the database server are stopped too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parts = set(args.only.split(","))
+    if "instructions" in parts:
+        instructions.require_valgrind()  # before anything runs, not after the timed parts
     if args.profile and not profile.py_spy():
         raise SystemExit("--profile needs py-spy on PATH: pip install py-spy")
     backends = [b for b in args.backends.split(",") if b]
@@ -133,10 +170,25 @@ def main(argv: list[str] | None = None) -> int:
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         }
     }
+    previous: dict[str, Any] | None = None
+    if args.results.exists():
+        try:
+            previous = json.loads(args.results.read_text())
+        except ValueError as exc:
+            log(f"cannot read {args.results}: {exc!r}")
     began = time.monotonic()
     database = TestDatabase()
     try:
         results["meta"]["database"] = f"{database.name} (reports MongoDB {database.version()})"
+        if "instructions" in parts:
+            results["instructions"] = instructions.run(
+                database,
+                events=args.instructions_events,
+                warmup=args.instructions_warmup,
+                out=args.instructions_out,
+                previous=(previous or {}).get("instructions"),
+                command=results["meta"]["command"],
+            )
         if "ingest" in parts:
             results["ingest"] = {}
             for backend in backends:
@@ -182,13 +234,19 @@ def main(argv: list[str] | None = None) -> int:
         database.close()
     results["meta"]["duration_s"] = round(time.monotonic() - began, 1)
     results["targets"] = report.targets(results)
-    if args.results.exists():
+    if previous is not None:
         try:
-            print(report.changes(json.loads(args.results.read_text()), results))
-            print()
+            change = report.changes(previous, results)
+            if "\n" in change:  # only the heading when no section compares
+                print(change)
+                print()
         except (ValueError, KeyError, TypeError) as exc:
             log(f"cannot compare with {args.results}: {exc!r}")
     print(report.table(results))
-    args.results.write_text(json.dumps(results, indent=1) + "\n")
+    written = results
+    if previous is not None and parts == {"instructions"}:
+        written = {**previous, "instructions": results["instructions"]}
+        written["targets"] = report.targets(written)
+    args.results.write_text(json.dumps(written, indent=1) + "\n")
     log(f"results written to {args.results} ({results['meta']['duration_s']} s)")
     return 0

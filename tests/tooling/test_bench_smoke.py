@@ -2,22 +2,26 @@
 
 Checks that every part runs and reports, and that the work really happened: every
 delivery answered 200 for both apps, the service's documents match Clerk's final state,
-the reconcile stored every user. No timing is asserted.
+the reconcile stored every user. No timing is asserted; instruction counts (callgrind)
+are, since they repeat: a second run of the instructions part at the same size agrees
+with the first within 1 %.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from bench import report
+from bench import instructions, report
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
+INSTRUCTIONS = 12  # deliveries per stream and app under callgrind (about 15 s for both apps)
 # The kernel counts CPU in 10 ms ticks: a round of a dozen deliveries can read 0 for the
 # baseline, and a ratio over 0 has no verdict. 48 deliveries a round always have one.
 UPDATES = REALISTIC = 48
@@ -27,21 +31,34 @@ TINY = [
     "--reconcile-users", "600", "--reconcile-baseline-users", "100", "--sync-requests", "6",
     "--command-calls", "10", "--scale-sizes", "600,1200", "--scale-ops", "4", "--scale-mock-ops", "2",
     "--burst-events", "100", "--burst-concurrency", "16",
+    "--instructions-events", str(INSTRUCTIONS), "--instructions-warmup", "16",
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("bench") / "results.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *TINY, "--results", str(results)],
+def bench(*args: str, timeout: float = 360, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=360,
+        timeout=timeout,
+        **kwargs,
     )
+
+
+@pytest.fixture(scope="module")
+def results_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench") / "results.json"
+
+
+@pytest.fixture(scope="module")
+def run(results_file):
+    # CI installs valgrind (.ci/run); a developer without it is told the package to get.
+    assert instructions.valgrind() is not None, instructions.VALGRIND_HINT
+    out = results_file.parent / "instructions"
+    done = bench(*TINY, "--results", str(results_file), "--instructions-out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout, json.loads(results.read_text())
+    return done.stdout, json.loads(results_file.read_text())
 
 
 def test_both_apps_take_every_delivery_on_both_databases(run):
@@ -115,8 +132,9 @@ def test_the_table_states_every_target_and_a_rerun_prints_the_change(run):
     assert "Targets:" in stdout
     goals = {(t["measured_on"], t["target"]): t["goal"] for t in results["targets"]}
     # CPU and deliveries/s per stream on each database, commands per delivery on the
-    # server, reconcile x2, scale one per operation, burst x4
-    assert len(goals) == 2 * 3 * 2 + 1 + 2 + 5 + 4
+    # server, reconcile x2, scale one per operation, burst x4, instruction ratios x3 and
+    # the update path against the reference (made by this first run)
+    assert len(goals) == 2 * 3 * 2 + 1 + 2 + 5 + 4 + 3 + 1
     cpu = "service CPU per delivery / baseline's, "
     for backend in ("secantus", "mongomock"):
         assert goals[(backend, cpu + "update path")].startswith("<= 1.1 ")
@@ -149,3 +167,59 @@ def test_the_burst_part_sends_every_user_created_to_both_apps_and_checks_them(ru
         assert burst[app]["p50_ms"] <= burst[app]["p99_ms"] <= burst[app]["max_ms"]
     assert burst["ratio_deliveries_per_s"] > 0
     assert "Burst: 100 user.created at once, 16 in flight" in stdout
+
+
+def test_the_instructions_part_prints_three_ratios_and_every_feature(run):
+    stdout, results = run
+    section = results["instructions"]
+    assert "Instructions per delivery (callgrind" in stdout
+    for kind, name in instructions.STREAM_NAMES.items():
+        figures = section["streams"][kind]
+        assert figures["service"] > 0 and figures["baseline"] > 0 and figures["ratio"] > 0, kind
+        assert figures["events"] == INSTRUCTIONS
+        assert f"    {name} " in stdout
+    assert section["streams"]["updates"]["outcomes"]["service"] == {"applied": INSTRUCTIONS}
+    service = [name for name, _ in instructions.SERVICE_FEATURES]
+    assert service == [
+        "verification", "parsing and mapping", "versioned write", "event-log record", "metrics", "log line"
+    ]  # fmt: skip
+    for kind in instructions.STREAMS:
+        rows = section["breakdown"][kind]
+        assert list(rows["service"]) == [*service, instructions.REST]
+        assert list(rows["baseline"]) == [n for n, _ in instructions.BASELINE_FEATURES] + [instructions.REST]
+        for app, features in rows.items():
+            for name, row in features.items():
+                # every feature was really called through its carrier, and the rest is
+                # what the features leave of the total
+                assert row["per_delivery"] > 0, (kind, app, name)
+    for name in service:
+        assert f"      {name} " in stdout
+    reference = section["reference"]
+    assert reference["label"] == instructions.REFERENCE_LABEL and reference["events"] == INSTRUCTIONS
+    assert section["against_reference"]["updates_service_change_pct"] == 0
+
+
+def test_a_second_instructions_run_at_the_same_size_agrees_within_1pct(run, results_file):
+    _, first = run
+    # The same sizes and the same directory: the workers' arguments and environment are
+    # the same bytes as in the first run.
+    sizes = TINY[TINY.index("--instructions-events") :]
+    out = f"--instructions-out={results_file.parent / 'instructions'}"
+    done = bench("--only", "instructions", *sizes, "--results", str(results_file), out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads(results_file.read_text())
+    repeat = again["instructions"]["repeat"]
+    assert repeat["against"] == first["instructions"]["meta"]["started"]
+    assert repeat["within_1pct"] and repeat["streams_max_difference_pct"] <= 1.0, repeat
+    assert "against the previous run on the same code" in done.stdout
+    # Only the instructions section (and the targets) is replaced; the reference stays.
+    assert again["ingest"] == first["ingest"] and again["meta"] == first["meta"]
+    assert again["instructions"]["reference"] == first["instructions"]["reference"]
+    assert len(again["instructions"]["runs"]) == 2
+
+
+def test_without_valgrind_the_instructions_part_names_the_package(tmp_path):
+    results = str(tmp_path / "results.json")
+    done = bench("--only", "instructions", "--results", results, env={**os.environ, "PATH": ""}, timeout=60)
+    assert done.returncode != 0
+    assert "apt-get install valgrind" in done.stderr
