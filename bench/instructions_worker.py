@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         help="switch callgrind's instrumentation on before the first phase (valgrind --instr-atstart=no)",
     )
     args = parser.parse_args(argv)
-    from tests.signing import TEST_SECRET
+    from tests.support.signing import TEST_SECRET
 
     began = time.monotonic()
     quiet_background()
