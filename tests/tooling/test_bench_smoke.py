@@ -73,7 +73,11 @@ def test_both_apps_take_every_delivery_on_both_databases(run):
             # Measured from /proc in 10 ms clock ticks: a tiny round can round down to 0.
             assert isinstance(r["cpu_us_per_event"], float) and r["cpu_us_per_event"] >= 0
         assert sum(rounds[("service", "mixed")]["outcomes"].values()) == 60
-        assert rounds[("service", "updates")]["outcomes"] == {"applied": UPDATES}
+        # Four connections at once: two updates of one user can arrive newest first, and the
+        # older one is then (rightly) stale. Nothing else may happen to an update.
+        updates = rounds[("service", "updates")]["outcomes"]
+        assert sum(updates.values()) == UPDATES and set(updates) <= {"applied", "stale"}, updates
+        assert updates["applied"] >= UPDATES // 2, updates
         assert sum(rounds[("service", "realistic")]["outcomes"].values()) == REALISTIC
         assert section["realistic_events"] == REALISTIC and section["realistic_stream"]["created"] > 0
 
