@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +46,7 @@ STATUS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DeliveryResult:
     """How a delivery ended, and what Svix is told."""
 
@@ -85,6 +86,7 @@ class DeliveryHandler:
                 outcome=result.outcome,
                 payload=result.payload,
                 error=result.error,
+                received_at=datetime.now(UTC),
             )
         )
         elapsed = time.perf_counter() - started

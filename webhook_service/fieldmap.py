@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .bookkeeping import BOOKKEEPING_FIELDS, RESERVED_FIELDS, TIMESTAMPS
-from .values import MISSING, TYPES, UNKNOWN, coerce, fresh_default, may_be_json_text, storable
+from .values import COERCE, MISSING, TYPES, UNKNOWN, coerce, fresh_default, may_be_json_text, storable
 
 _ENTRY_KEYS = frozenset(("from", "type", "default", "insert_only", "nullable"))
 _PATH = re.compile(r"^[^.$\s][^.\s]*(\.[^.\s]+)*$")
@@ -60,21 +60,48 @@ class FieldSpec:
         """The ``$name`` of a derived value, else None."""
         return self.source if self.source is not None and self.source.startswith("$") else None
 
-    def read(self, obj: Mapping[str, Any]) -> Any:
-        """The raw value in Clerk's object (None when the path is absent)."""
+    @cached_property
+    def reader(self) -> Callable[[Mapping[str, Any]], Any]:
+        """The raw value in Clerk's object (None when the path is absent), compiled once:
+        the derived value's function, or a path's lookups."""
         if self.derive is not None:
-            return self.derive(obj)
-        value: Any = obj
-        for key in self.path:
-            if not isinstance(value, Mapping):
-                return None
-            value = value.get(key)
-        return value
+            return self.derive
+        path = self.path
+        if len(path) == 1:
+            [key] = path
+            return lambda obj: obj.get(key)
+
+        def at_path(obj: Mapping[str, Any]) -> Any:
+            value: Any = obj
+            for key in path:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(key)
+            return value
+
+        return at_path
+
+    @cached_property
+    def extract(self) -> Callable[[Mapping[str, Any]], Any]:
+        """The field's value for Clerk's object, compiled once: read, converted to the
+        field's type, else the default (or null, or MISSING); UNKNOWN passes through."""
+        read, convert, when_missing = self.reader, COERCE[self.type], self.when_missing
+
+        def extract(obj: Mapping[str, Any]) -> Any:
+            raw = read(obj)
+            if raw is None:
+                return when_missing()
+            if raw is UNKNOWN:
+                return UNKNOWN
+            value = convert(raw)
+            return when_missing() if value is MISSING else value
+
+        return extract
 
     def when_missing(self) -> Any:
         """The field's value when Clerk has none (MISSING: the document has no such field)."""
         if self.default is not MISSING:
-            return fresh_default(self.default)
+            return fresh_default(self.default) if isinstance(self.default, (list, dict)) else self.default
         return None if self.nullable else MISSING
 
 
@@ -107,7 +134,16 @@ class FieldMap:
         return frozenset(f.target for f in self.sourced if may_be_json_text(f.type))
 
     def target_of(self, derived: str) -> str | None:
-        return next((f.target for f in self.fields if f.source == derived), None)
+        """The field a ``$name`` is mapped to (the first, if several)."""
+        return self._targets.get(derived)
+
+    @cached_property
+    def _targets(self) -> dict[str, str]:
+        targets: dict[str, str] = {}
+        for spec in self.fields:
+            if spec.source is not None:
+                targets.setdefault(spec.source, spec.target)
+        return targets
 
     @cached_property
     def written_fields(self) -> frozenset[str]:
@@ -125,22 +161,21 @@ class FieldMap:
         """``createdAt`` and ``updatedAt``, each unless the map takes it over."""
         return frozenset(TIMESTAMPS) - {f.target for f in self.fields}
 
+    @cached_property
+    def _extractors(self) -> tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...]:
+        return tuple((spec.target, spec.extract) for spec in self.sourced)
+
     def values_of(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The sourced fields' values for Clerk's ``obj``, and the fields it has no value
         for (and no default covers): the document is left without those."""
         values: dict[str, Any] = {}
         absent: list[str] = []
-        for spec in self.sourced:
-            raw = spec.read(obj)
-            if raw is UNKNOWN:
-                continue
-            value = coerce(spec.type, raw)
+        for target, extract in self._extractors:
+            value = extract(obj)
             if value is MISSING:
-                value = spec.when_missing()
-            if value is MISSING:
-                absent.append(spec.target)
-            else:
-                values[spec.target] = value
+                absent.append(target)
+            elif value is not UNKNOWN:
+                values[target] = value
         return values, tuple(absent)
 
     def insert_only_candidates(self) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ class Metrics:
         self._last_delivery_set = 0.0
 
     def delivery(self, event_type: str | None, outcome: str, seconds: float) -> None:
-        _deliveries(_event_label(event_type), outcome).inc()
+        _deliveries(event_type, outcome).inc()
         DURATION.observe(seconds)
         now = time.time()
         if now - self._last_delivery_set >= 1.0:  # the alert counts hours; once a second will do
@@ -138,9 +138,9 @@ class Metrics:
 
 
 @functools.lru_cache(maxsize=512)
-def _deliveries(event_type: str, outcome: str) -> Counter:
+def _deliveries(event_type: str | None, outcome: str) -> Counter:
     """The labelled child, looked up once: ``labels()`` costs more than ``inc()`` itself."""
-    return DELIVERIES.labels(type=event_type, outcome=outcome)
+    return DELIVERIES.labels(type=_event_label(event_type), outcome=outcome)
 
 
 def _event_label(event_type: str | None) -> str:

@@ -11,6 +11,7 @@ and ``json.loads`` gives the original back. Plain functions, no I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -43,24 +44,59 @@ UNKNOWN = Unknown.VALUE
 
 def coerce(kind: str | None, value: Any) -> Any:
     """``value`` as a field of type ``kind`` holds it, or MISSING if it is another type."""
-    if value is None:
-        return MISSING
-    if kind is None:
-        return storable(value)
-    if kind == "string":
-        return value if isinstance(value, str) else MISSING
-    if kind == "boolean":
-        return value if isinstance(value, bool) else MISSING
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "integer":
-        return value if number and isinstance(value, int) and INT64[0] <= value <= INT64[1] else MISSING
-    if kind == "number":
-        return value if number and (isinstance(value, float) or INT64[0] <= value <= INT64[1]) else MISSING
-    if kind == "datetime":
-        return _datetime(value) if number else MISSING
-    if kind == "object":
-        return storable(value) if isinstance(value, dict) else MISSING
+    return MISSING if value is None else COERCE[kind](value)
+
+
+def _any(value: Any) -> Any:
+    return storable(value)
+
+
+def _string(value: Any) -> Any:
+    return value if isinstance(value, str) else MISSING
+
+
+def _boolean(value: Any) -> Any:
+    return value if isinstance(value, bool) else MISSING
+
+
+def _number_kind(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> Any:
+    return (
+        value if _number_kind(value) and isinstance(value, int) and INT64[0] <= value <= INT64[1] else MISSING
+    )
+
+
+def _number(value: Any) -> Any:
+    fits = _number_kind(value) and (isinstance(value, float) or INT64[0] <= value <= INT64[1])
+    return value if fits else MISSING
+
+
+def _datetime_of(value: Any) -> Any:
+    return _datetime(value) if _number_kind(value) else MISSING
+
+
+def _object(value: Any) -> Any:
+    return storable(value) if isinstance(value, dict) else MISSING
+
+
+def _array(value: Any) -> Any:
     return storable(value) if isinstance(value, list) else MISSING
+
+
+# Each type's conversion of a value that is not None, looked up once per field at start.
+COERCE: dict[str | None, Callable[[Any], Any]] = {
+    None: _any,
+    "string": _string,
+    "boolean": _boolean,
+    "integer": _integer,
+    "number": _number,
+    "datetime": _datetime_of,
+    "object": _object,
+    "array": _array,
+}
 
 
 def may_be_json_text(kind: str | None) -> bool:

@@ -18,7 +18,7 @@ from ..events import Outcome
 from ..fieldmap import FieldMap
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """The fields a Clerk object maps to, with its key and the version they came from.
 
@@ -34,7 +34,7 @@ class Record:
     absent: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UpsertResult:
     outcome: Outcome
     created: bool = False

@@ -63,6 +63,12 @@ class VersionedMirror:
         self._by_key = [(spec.key, 1)]
         self._eraser = Eraser(db, erasure)
         self._now = clock or (lambda: datetime.now(UTC))
+        # What every write's update document has, worked out once from the map.
+        self._insert_defaults = dict(spec.fields.app_owned)
+        defaults = self._insert_defaults.items()
+        self._fresh_defaults = tuple(name for name, value in defaults if isinstance(value, (list, dict)))
+        self._stamps_updated = UPDATED_AT in spec.fields.service_timestamps
+        self._stamps_created = CREATED_AT in spec.fields.service_timestamps
 
     def get(self, key: str) -> dict[str, Any] | None:
         with unavailable_on_error():
@@ -220,17 +226,19 @@ class VersionedMirror:
         fields: dict[str, Any] = {self.key: record.key, **record.values}
         fields[VERSION] = record.version
         fields[LAST_DELIVERY] = delivery_id
-        on_insert = {name: fresh_default(value) for name, value in self.fields.app_owned.items()}
-        timestamps = self.fields.service_timestamps
-        if UPDATED_AT in timestamps:
+        on_insert = dict(self._insert_defaults)
+        for name in self._fresh_defaults:  # a list or table of its own for each document
+            on_insert[name] = fresh_default(on_insert[name])
+        if self._stamps_updated:
             fields[UPDATED_AT] = now
-        if CREATED_AT in timestamps:
+        if self._stamps_created:
             on_insert[CREATED_AT] = now
         insert_only = self.fields.insert_only
-        for name in insert_only & fields.keys():
-            on_insert[name] = fields.pop(name)
+        if insert_only:
+            for name in insert_only & fields.keys():
+                on_insert[name] = fields.pop(name)
         update = {"$set": fields, "$setOnInsert": on_insert}
-        if unset := [name for name in record.absent if name not in insert_only]:
+        if record.absent and (unset := [name for name in record.absent if name not in insert_only]):
             update["$unset"] = dict.fromkeys(unset, "")
         return update
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Literal
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
@@ -32,15 +31,28 @@ class ForeignIndexRefused(StoreUnavailable):
         self.index = index
 
 
-@contextmanager
-def unavailable_on_error() -> Iterator[None]:
-    """Turn any driver failure into StoreUnavailable, so callers answer 503."""
-    try:
-        yield
-    except DuplicateKeyError:
-        raise
-    except PyMongoError as exc:
+class _UnavailableOnError:
+    """Turn any driver failure into StoreUnavailable, so callers answer 503. A class, not a
+    ``contextmanager`` generator: it is entered on every write, and one shared instance
+    costs nothing to enter."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if exc is None or isinstance(exc, DuplicateKeyError) or not isinstance(exc, PyMongoError):
+            return False
         raise StoreUnavailable(f"database error: {type(exc).__name__}") from exc
+
+
+_UNAVAILABLE_ON_ERROR = _UnavailableOnError()
+
+
+def unavailable_on_error() -> _UnavailableOnError:
+    """``with unavailable_on_error():``: driver failures become StoreUnavailable."""
+    return _UNAVAILABLE_ON_ERROR
 
 
 def key_clashes(exc: BulkWriteError, what: str) -> list[int]:

@@ -45,7 +45,7 @@ NAMED_BY = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EventRecord:
     delivery_id: str
     event_type: str | None

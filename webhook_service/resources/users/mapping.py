@@ -61,7 +61,7 @@ DERIVED = {
 _TOP_KEYS = ("identity", "references", "fields")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LocalUser(Record):
     """A Clerk user as the app's document holds it. ``values`` hold the username fields too
     (the map's username field, ``usernameLower`` and ``usernameSource``) when the map has one."""
