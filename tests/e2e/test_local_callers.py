@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.helpers import wait_until_ready
 from tests.support.mongo_server import free_port
 from tests.support.processes import REPO_ROOT
@@ -229,7 +230,7 @@ def test_with_the_organization_map_the_local_clerks_teams_reach_the_database(tmp
     """``ORGANIZATION_FIELDS_FILE=docs/examples/organization-fields.toml make run``: the
     local Clerk serves its sample organization, the dev server exports the variable for the
     commands, and a webhook, a sync and a reconcile bring the teams in."""
-    org_map = str(REPO_ROOT / "docs/examples/organization-fields.toml")
+    org_map = str(ORGANIZATION_FIELDS)
     dev = DevServer(tmp_path_factory.mktemp("dev-orgs"), ORGANIZATION_FIELDS_FILE=org_map)
     try:
         assert "and 1 organization: Analytical Engine Society (org_" in dev.output()

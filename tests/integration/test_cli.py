@@ -20,6 +20,7 @@ import pytest
 from click.testing import Result
 from werkzeug.serving import make_server
 
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import WEBHOOK, newer, one_line_error
 from tests.support.mongo_server import free_port
@@ -572,12 +573,9 @@ def test_the_command_list_names_every_command(app):
 def test_send_test_event_tells_the_local_clerks_organization_story(make_app, serve):
     """Organization and membership events are about the local Clerk's organization and its
     members (Ada by default), as it serves them: the whole membership, .deleted included."""
-    from pathlib import Path
-
     from webhook_service.dev.sample_organizations import sample_organizations
 
-    org_map = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
-    app = make_app(organization_fields_file=str(org_map))
+    app = make_app(organization_fields_file=str(ORGANIZATION_FIELDS))
     db = app.extensions["webhook_service"].db
     url = serve(app)
     [society], members = sample_organizations()

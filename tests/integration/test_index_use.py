@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from flask import Flask
 from pymongo import MongoClient, WriteConcern, monitoring
 
 from tests.conftest import clerk_settings, make_config
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.fake_clerk import FakeClerkAPI, make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import SYNC, WEBHOOK, deliver, newer
 from tests.support.signing import signed_delivery
@@ -263,9 +263,6 @@ def test_a_reconcile_deletes_a_batch_of_users_in_the_commands_it_takes_for_one(w
     assert tombstones == {u["id"]: [oid[u["id"]]] for u in users[:31]}
 
 
-ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
-
-
 def test_every_organization_and_membership_command_uses_an_index(mongo_uri, fake_clerk) -> None:
     """The same check with the worked example's organization map: its deliveries (the
     dated deletion, a rejoin, an organization's and a user's cascade), a sync refreshing
@@ -275,7 +272,9 @@ def test_every_organization_and_membership_command_uses_an_index(mongo_uri, fake
     recorder = Recorder()
     client_: MongoClient[Any] = MongoClient(mongo_uri, event_listeners=[recorder], tz_aware=True)
     db = client_.get_database(write_concern=WriteConcern(w="majority", j=True))
-    config = make_config(mongo_uri, organization_fields_file=str(ORG_MAP), **clerk_settings(fake_clerk))
+    config = make_config(
+        mongo_uri, organization_fields_file=str(ORGANIZATION_FIELDS), **clerk_settings(fake_clerk)
+    )
     app = create_app(config, db=db)
     assert app.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
     explainer: MongoClient[Any] = MongoClient(mongo_uri)

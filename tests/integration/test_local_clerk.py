@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.stores import xclone_user
 from webhook_service.dev.local_clerk import TOKEN_PATH, LocalClerk, generate_signing_key, public_pem_of
 from webhook_service.dev.sample_events import sample_users
@@ -147,16 +148,12 @@ def test_its_memberships_are_listed_by_instance_organization_and_user(with_orgs)
 
 
 def test_its_sample_organization_and_members_map_through_the_worked_example(with_orgs):
-    from pathlib import Path
-
     from webhook_service.config import load_organization_file
     from webhook_service.dev.sample_organizations import sample_organizations
     from webhook_service.resources.memberships.mapping import map_membership, unstorable_membership
     from webhook_service.resources.organizations.mapping import map_organization
 
-    organizations, memberships = load_organization_file(
-        Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
-    )
+    organizations, memberships = load_organization_file(ORGANIZATION_FIELDS)
     assert memberships is not None
     [society], members = sample_organizations()
     assert map_organization(society, organizations.fields).values["plan"] == "pro"

@@ -11,12 +11,12 @@ map's own words, not computed by the service's mapping code.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import clerk_settings
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import WEBHOOK, msg_id
 from tests.support.signing import signed_delivery
@@ -26,7 +26,6 @@ from webhook_service.dev.sample_organizations import (
     make_organization,
 )
 
-ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
 T0 = 1_740_000_000_000
 
 
@@ -36,7 +35,7 @@ def at(ms: int) -> datetime:
 
 @pytest.fixture
 def app(make_app, fake_clerk):
-    return make_app(organization_fields_file=str(ORG_MAP), **clerk_settings(fake_clerk))
+    return make_app(organization_fields_file=str(ORGANIZATION_FIELDS), **clerk_settings(fake_clerk))
 
 
 @pytest.fixture

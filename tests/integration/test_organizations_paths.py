@@ -6,24 +6,23 @@ and an app that kept its own memberships before the service. On the test databas
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import clerk_settings
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data, make_webhook_event
 from tests.support.helpers import WEBHOOK, msg_id, post_sync
 from tests.support.signing import signed_delivery
 from webhook_service.dev.sample_organizations import make_membership, make_organization
 
-ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
 T0 = 1_740_000_000_000
 
 
 @pytest.fixture
 def app(make_app, fake_clerk):
-    return make_app(organization_fields_file=str(ORG_MAP), **clerk_settings(fake_clerk))
+    return make_app(organization_fields_file=str(ORGANIZATION_FIELDS), **clerk_settings(fake_clerk))
 
 
 @pytest.fixture
@@ -187,7 +186,8 @@ def test_sync_refreshes_the_users_memberships(app, db, fake_clerk):
 
 def test_a_sync_that_cannot_list_the_memberships_is_a_503_and_gives_its_interval_back(make_app, fake_clerk):
     app = make_app(
-        organization_fields_file=str(ORG_MAP), **dict(clerk_settings(fake_clerk), sync_min_interval_s=60)
+        organization_fields_file=str(ORGANIZATION_FIELDS),
+        **dict(clerk_settings(fake_clerk), sync_min_interval_s=60),
     )
     teams, people, _ = clerk_world(fake_clerk, orgs=1, users=1)
     fake_clerk.fail_next(5, 503, path_prefix=f"/v1/users/{people[0]['id']}/organization_memberships")

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import clerk_settings
+from tests.support.examples import SAAS_USER_FIELDS
 from tests.support.fake_clerk import make_deleted_data, make_webhook_event
 from tests.support.helpers import T0, clerk_user, deliver, msg_id, new_id, newer, post_sync
 from tests.support.signing import signed_delivery
 from webhook_service.config import delete_cascade_rules
 
-SAAS_MAP = Path(__file__).resolve().parents[2] / "docs/examples/saas-user-fields.toml"
 BOOKKEEPING = {"_id", "clerkUpdatedAt", "lastDeliveryId", "createdAt", "updatedAt", "reconcileRun"}
 
 
@@ -31,7 +31,7 @@ def at(ms: int) -> datetime:
 
 @pytest.fixture
 def make_saas(make_app, fake_clerk):
-    def make(map_file: Path = SAAS_MAP, **overrides: Any):
+    def make(map_file: Path = SAAS_USER_FIELDS, **overrides: Any):
         return make_app(
             user_fields_file=str(map_file),
             **clerk_settings(fake_clerk),
@@ -231,7 +231,7 @@ def test_reconcile_creates_updates_and_deletes_by_the_map_with_the_apps_cascade(
 def test_a_field_added_to_the_map_reaches_every_user_through_refresh_alone(make_saas, fake_clerk, tmp_path):
     without_team = tmp_path / "before.toml"
     with_team = tmp_path / "after.toml"
-    text = SAAS_MAP.read_text(encoding="utf-8")
+    text = SAAS_USER_FIELDS.read_text(encoding="utf-8")
     without_team.write_text(text, encoding="utf-8")
     with_team.write_text(
         text + 'team = { from = "public_metadata.team", default = "none" }\n', encoding="utf-8"

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import clerk_settings
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.fake_clerk import make_clerk_user, make_deleted_data
 from tests.support.helpers import deliver, metrics_text, newer
 from webhook_service.clerk_api import ClerkUnavailable
 from webhook_service.dev.local_clerk import json_response
 from webhook_service.dev.sample_organizations import make_membership, make_organization
-
-ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
 
 
 def past(seconds: float) -> int:
@@ -259,7 +257,7 @@ def test_the_watcher_is_off_without_a_secret_key_or_an_interval(make_app, watchi
 
 
 def test_organizations_and_memberships_creations_and_deletions_are_repaired(watching, fake_clerk):
-    app = watching(organization_fields_file=str(ORG_MAP))
+    app = watching(organization_fields_file=str(ORGANIZATION_FIELDS))
     watcher, db = app.extensions["webhook_service"].watcher, app.extensions["webhook_service"].db
     ada = fake_clerk.add_user(user(1, changed_s_ago=100))
     teams = [

@@ -18,12 +18,12 @@ import os
 import random
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 
 from tests.support.clerk_history import RandomChooser, resend_exactly
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.org_history import generate_org_history, org_state_problems
 from tests.support.processes import GunicornService
 from tests.support.storm import (
@@ -36,7 +36,6 @@ from tests.support.storm import (
 
 pytestmark = pytest.mark.slow
 
-ORG_MAP = Path(__file__).resolve().parents[2] / "docs/examples/organization-fields.toml"
 ORG_STORM_EVENTS = int(os.environ.get("ORG_STORM_EVENTS", "1200"))
 ORG_STORM_SEED = int(os.environ.get("ORG_STORM_SEED", "7"))
 
@@ -47,7 +46,7 @@ def test_two_instances_converge_under_an_organization_storm(mongo_server):
     c = RandomChooser(random.Random(ORG_STORM_SEED))
     history = generate_org_history(c, n_orgs=12, n_users=30, n_events=ORG_STORM_EVENTS, t0=1_750_000_000_000)
     deliveries = c.permutation(resend_exactly(c, history.events, int(len(history.events) * DUPLICATE_SHARE)))
-    env = {"ORGANIZATION_FIELDS_FILE": str(ORG_MAP)}
+    env = {"ORGANIZATION_FIELDS_FILE": str(ORGANIZATION_FIELDS)}
     with GunicornService(uri, workers=2, env=env) as one, GunicornService(uri, workers=2, env=env) as two:
         began = time.monotonic()
         storm = Storm(deliveries, [one.url, two.url]).run()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import SAAS_USER_FIELDS
 from tests.support.fake_clerk import make_clerk_user
 from tests.support.helpers import T0, new_id
 from tests.support.signing import TEST_SECRET
@@ -167,7 +168,7 @@ def test_a_map_may_take_over_the_service_timestamps():
 
 
 def test_insert_only_fields_are_checked_against_the_map(tmp_path):
-    saas = ROOT / "docs/examples/saas-user-fields.toml"
+    saas = SAAS_USER_FIELDS
     env = {"MONGODB_URI": "mongodb://127.0.0.1:1/x", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
     assert Config.from_env({**env, "INSERT_ONLY_FIELDS": "firstName"}).user_fields.insert_only == {
         "firstName"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.examples import ORGANIZATION_FIELDS
 from tests.support.signing import TEST_SECRET
 from webhook_service.cascade import CascadeRule
 from webhook_service.config import Config, ConfigError, load_organization_file
@@ -18,7 +19,7 @@ from webhook_service.resources.memberships.mapping import map_membership, role, 
 from webhook_service.resources.organizations.mapping import map_organization
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "docs/examples/organization-fields.toml"
+EXAMPLE = ORGANIZATION_FIELDS
 ENV = {"MONGODB_URI": "mongodb://127.0.0.1:1/x", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
 
 

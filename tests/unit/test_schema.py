@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from bson import SON
 
+from tests.support.examples import SAAS_USER_FIELDS
 from tests.support.xclone import XCLONE_CASCADE
 from webhook_service.catalog import Declarations, service_schema
 from webhook_service.config import delete_cascade_rules
@@ -34,7 +35,7 @@ from webhook_service.schema import (
 
 ROOT = Path(__file__).resolve().parents[2]
 XCLONE = load_user_fields()  # the built-in map: xClone's users collection
-SAAS = load_user_fields(ROOT / "docs/examples/saas-user-fields.toml")
+SAAS = load_user_fields(SAAS_USER_FIELDS)
 
 
 def index(collection: str, name: str, *keys: tuple[str, Any], **options: Any) -> ExistingIndex:
