@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,37 +159,51 @@ def org_state_problems(
 ) -> list[str]:
     """Every way the stored documents differ from Clerk's final state, through the worked
     example's map (docs/examples/organization-fields.toml), one line each."""
-    problems = []
-    stored_orgs = {d["clerkOrgId"]: d for d in organizations}
-    for org_id, organization in history.organizations.items():
-        doc = stored_orgs.pop(org_id, None)
-        expected = {
-            "name": organization["name"],
-            "slug": organization["slug"],
-            "plan": organization["public_metadata"].get("plan", "free"),
-            "clerkUpdatedAt": organization["updated_at"],
-        }
-        if doc is None:
-            problems.append(f"organization {org_id} missing")
-        elif {k: doc.get(k) for k in expected} != expected:
-            problems.append(f"organization {org_id}: { ({k: doc.get(k) for k in expected}) } != {expected}")
-    problems.extend(f"organization {org_id} should not exist" for org_id in stored_orgs)
-    stored_members: dict[tuple[str, str], Mapping[str, Any]] = {}
+    problems: list[str] = []
+    stored_orgs: dict[Any, Mapping[str, Any]] = {d["clerkOrgId"]: d for d in organizations}
+    stored_members: dict[Any, Mapping[str, Any]] = {}
     for doc in memberships:
         key = (doc["clerkOrgId"], doc["clerkUserId"])
         if key in stored_members:
             problems.append(f"membership {key} stored twice")
         stored_members[key] = doc
-    for key, membership in history.memberships.items():
-        doc = stored_members.pop(key, None)
-        expected = {
-            "role": membership["role"],
-            "title": membership["public_metadata"].get("title", ""),
-            "clerkUpdatedAt": membership["updated_at"],
-        }
+    problems += _differences("organization", history.organizations, stored_orgs, _expected_organization)
+    problems += _differences("membership", history.memberships, stored_members, _expected_membership)
+    return problems
+
+
+def _expected_organization(organization: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": organization["name"],
+        "slug": organization["slug"],
+        "plan": organization["public_metadata"].get("plan", "free"),
+        "clerkUpdatedAt": organization["updated_at"],
+    }
+
+
+def _expected_membership(membership: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "role": membership["role"],
+        "title": membership["public_metadata"].get("title", ""),
+        "clerkUpdatedAt": membership["updated_at"],
+    }
+
+
+def _differences(
+    noun: str,
+    live: Mapping[Any, Mapping[str, Any]],
+    stored: dict[Any, Mapping[str, Any]],
+    expected_of: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> list[str]:
+    """One line per live record missing or different, and per stored one Clerk no longer has
+    (``stored`` is consumed)."""
+    problems = []
+    for key, record in live.items():
+        doc = stored.pop(key, None)
+        expected = expected_of(record)
         if doc is None:
-            problems.append(f"membership {key} missing")
-        elif {k: doc.get(k) for k in expected} != expected:
-            problems.append(f"membership {key}: { ({k: doc.get(k) for k in expected}) } != {expected}")
-    problems.extend(f"membership {key} should not exist" for key in stored_members)
+            problems.append(f"{noun} {key} missing")
+        elif (found := {k: doc.get(k) for k in expected}) != expected:
+            problems.append(f"{noun} {key}: {found} != {expected}")
+    problems.extend(f"{noun} {key} should not exist" for key in stored)
     return problems
