@@ -65,7 +65,7 @@ from typing import Any
 
 from bench.instructions_worker import BASELINE_FEATURES, SERVICE_FEATURES
 from bench.servers import TestDatabase, log
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, without_service_settings
 from tests.support.signing import TEST_SECRET
 
 APPS = ("service", "baseline")
@@ -200,8 +200,7 @@ def code_identity() -> dict[str, Any]:
 def _worker_env(uri: str, metrics_dir: Path) -> dict[str, str]:
     """The service's variables as the bench sets them and nobody else's; no PYTHON*
     setting of the caller's (a hash seed, a path, buffering) reaches the worker."""
-    skip = ("CLERK_", "MONGODB_", "PROMETHEUS_", "GUNICORN_", "PYTHON")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    env = {k: v for k, v in without_service_settings(os.environ).items() if not k.startswith("PYTHON")}
     env.update(
         MONGODB_URI=uri,
         CLERK_WEBHOOK_SIGNING_SECRET=TEST_SECRET,

@@ -26,6 +26,31 @@ from .resources.users.mapping import load_user_fields
 from .schema import SERVICE_COLLECTIONS, USERS
 
 N = TypeVar("N", int, float)
+# Every variable ``from_env`` reads (a unit test holds the two together). A process the
+# tests or the bench start for the service drops the caller's values of these, so that
+# only the settings it is given count.
+SETTINGS = (
+    "MONGODB_URI",
+    "CLERK_WEBHOOK_SIGNING_SECRET",
+    "CLERK_SECRET_KEY",
+    "CLERK_JWT_KEY",
+    "CLERK_AUTHORIZED_PARTIES",
+    "CLERK_REQUIRE_AZP",
+    "CLERK_API_URL",
+    "EVENT_RETENTION_DAYS",
+    "LOG_FORMAT",
+    "DB_TIMEOUT_MS",
+    "CLERK_TIMEOUT_MS",
+    "CLERK_RETRY_BUDGET_MS",
+    "SYNC_MIN_INTERVAL_S",
+    "WATCH_INTERVAL_S",
+    "WATCH_MAX_RPS",
+    "INSERT_ONLY_FIELDS",
+    "DELETE_CASCADE",
+    "METRICS_ADDR",
+    "USER_FIELDS_FILE",
+    "ORGANIZATION_FIELDS_FILE",
+)
 # /metrics has a listener of its own, on loopback unless METRICS_ADDR says otherwise: the
 # public port carries Clerk's webhooks and the app's sync, and nothing for strangers to read.
 DEFAULT_METRICS_ADDR = ("127.0.0.1", 9464)

@@ -30,21 +30,19 @@ import httpx
 from tests.support.lifecycle import Running
 from tests.support.mongo_server import free_port
 from tests.support.signing import TEST_SECRET
+from webhook_service.config import SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Variables the service reads; inherited values are dropped so only the arguments count.
+# Variables the service reads: its configuration's, gunicorn.conf.py's and the Procfile's.
+# Inherited values are dropped, so that only a process's own settings count.
 _SERVICE_PREFIXES = ("CLERK_", "MONGODB_", "PROMETHEUS_", "GUNICORN_")
-_SERVICE_NAMES = (
-    "PORT",
-    "WEB_CONCURRENCY",
-    "LOG_FORMAT",
-    "DB_TIMEOUT_MS",
-    "EVENT_RETENTION_DAYS",
-    "SYNC_MIN_INTERVAL_S",
-    "INSERT_ONLY_FIELDS",
-    "DELETE_CASCADE",
-)
+_SERVICE_NAMES = frozenset(SETTINGS) | {"PORT", "WEB_CONCURRENCY"}
+
+
+def without_service_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less every variable the service would read from it."""
+    return {k: v for k, v in env.items() if not k.startswith(_SERVICE_PREFIXES) and k not in _SERVICE_NAMES}
 
 
 def procfile_command(port: int, procfile: Path = REPO_ROOT / "Procfile", app: str | None = None) -> list[str]:
@@ -110,11 +108,7 @@ class GunicornService(Running):
             "XDG_RUNTIME_DIR": str(self._dir),
             **(env or {}),
         }
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(_SERVICE_PREFIXES) and k not in _SERVICE_NAMES
-        }
+        self.env = without_service_settings(os.environ)
         self.env.update({k: v for k, v in values.items() if v is not None})
         self.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.support.signing import TEST_SECRET
-from webhook_service.config import Config, ConfigError
+from webhook_service.config import SETTINGS, Config, ConfigError
 
 BASE = {"MONGODB_URI": "mongodb://localhost:27017/xclone", "CLERK_WEBHOOK_SIGNING_SECRET": TEST_SECRET}
 
@@ -74,3 +74,29 @@ def test_secret_values_stay_out_of_repr():
     config = Config.from_env(dict(BASE, CLERK_SECRET_KEY="sk_test_abc"))
     assert TEST_SECRET not in repr(config)
     assert "sk_test_abc" not in repr(config)
+
+
+class _Recording(dict):
+    """An environment that remembers every name asked of it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self.asked.add(key)
+        return super().__contains__(key)
+
+
+def test_settings_names_every_variable_the_configuration_reads():
+    env = _Recording(BASE)
+    Config.from_env(env)
+    assert env.asked == set(SETTINGS)
