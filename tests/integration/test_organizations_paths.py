@@ -184,6 +184,30 @@ def test_sync_refreshes_the_users_memberships(app, db, fake_clerk):
     assert asked == [f"/v1/users/{ada['id']}", f"/v1/users/{ada['id']}/organization_memberships"]
 
 
+def test_a_listed_membership_that_cannot_be_stored_is_kept_not_deleted(app, db, fake_clerk, caplog):
+    """Clerk still has it: a copy this sync cannot store (no integer ``updated_at``) is no
+    reason to delete the member's stored membership."""
+    teams, people, members = clerk_world(fake_clerk, orgs=2, users=1)
+    ada = people[0]
+    client = app.test_client()
+    for membership in members:
+        assert deliver(client, "organizationMembership.created", membership) == "applied"
+    broken = dict(members[0], updated_at="yesterday")
+    fake_clerk.orgs.add_membership(broken)  # replaces the first team's copy in the listing
+
+    with caplog.at_level("WARNING", logger="webhook_service"):
+        assert post_sync(client, ada["id"]).status_code == 201  # Ada herself is new here
+
+    assert {m["clerkOrgId"] for m in db.memberships.find({"clerkUserId": ada["id"]})} == {
+        t["id"] for t in teams
+    }
+    assert db.deleted_memberships.count_documents({}) == 0
+    assert any(
+        f"sync of {ada['id']}: a membership Clerk lists is not stored" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 def test_a_sync_that_cannot_list_the_memberships_is_a_503_and_gives_its_interval_back(make_app, fake_clerk):
     app = make_app(
         organization_fields_file=str(ORGANIZATION_FIELDS),

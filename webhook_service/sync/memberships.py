@@ -4,6 +4,7 @@ waiting for the webhook, and one who left is gone from it."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ..mirror.records import Record
@@ -13,6 +14,7 @@ from ..resources.memberships.store import MembershipStore
 # Clerk's clock and this one may differ a little: a membership this sync does not see is
 # removed only as of this long before the listing, so one Clerk created just then stays.
 CLOCK_SKEW_MS = 2000
+log = logging.getLogger(__name__)
 
 
 class MembershipRefresh:
@@ -27,10 +29,15 @@ class MembershipRefresh:
         request's bound; a user has few memberships. Raises ClerkUnavailable or
         StoreUnavailable."""
         listed_at = int(time.time() * 1000) - CLOCK_SKEW_MS
-        records = [
-            r for obj in self.source.of_user(user_id) if isinstance(r := self.source.record(obj), Record)
-        ]
-        for record in records:
-            self.store.upsert_if_newer(record)
-        for key in sorted(set(self.store.keys_of_user(user_id)) - {r.key for r in records}):
+        listed: set[str] = set()
+        for obj in self.source.of_user(user_id):
+            # Clerk lists it, so it is not gone, whether or not this copy can be stored.
+            if (key := self.source.key_of(obj)) is not None:
+                listed.add(key)
+            record = self.source.record(obj)
+            if isinstance(record, Record):
+                self.store.upsert_if_newer(record)
+            else:
+                log.warning("sync of %s: a membership Clerk lists is not stored: %s", user_id, record)
+        for key in sorted(set(self.store.keys_of_user(user_id)) - listed):
             self.store.delete(key, at=listed_at)

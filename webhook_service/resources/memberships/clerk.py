@@ -51,6 +51,11 @@ class MembershipSource:
     def total(self, newest: Page) -> int:
         return newest.total("/organization_memberships")
 
+    def key_of(self, obj: Any) -> str | None:
+        """The membership's key, from its organization's and user's ids, if it names both."""
+        org_id, user_id = member_ids(obj) if isinstance(obj, dict) else (None, None)
+        return membership_key(org_id, user_id) if org_id is not None and user_id is not None else None
+
     def record(self, obj: Any) -> Record | str:
         reason = unstorable_membership(obj)
         return reason if reason is not None else map_membership(obj, self.memberships)
@@ -67,9 +72,5 @@ class MembershipSource:
                 )
             except ClerkNotFound:
                 continue  # the organization is gone, and its memberships with it
-            for membership in page.items:
-                if isinstance(membership, dict):
-                    org, user = member_ids(membership)
-                    if org is not None and user is not None:
-                        found.add(membership_key(org, user))
+            found.update(key for membership in page.items if (key := self.key_of(membership)) is not None)
         return found
