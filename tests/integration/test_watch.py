@@ -91,6 +91,21 @@ def test_missed_creations_and_updates_are_repaired_with_one_line_each(watcher, d
     assert 'clerk_sync_drift{resource="user"} 0.0' in text
 
 
+def test_a_listed_user_that_cannot_be_stored_is_named_and_the_rest_repaired(watcher, db, fake_clerk, caplog):
+    ada = fake_clerk.add_user(user(1, first_name="Ada"))
+    fake_clerk.add_user(dict(user(2), id=""))  # no id: nothing to key it by
+
+    with caplog.at_level(logging.WARNING, logger="webhook_service.watch"):
+        report = watcher.run_once()
+
+    assert report is not None
+    assert [(r.kind, r.key) for r in report.resources[0].repairs] == [("created", ada["id"])]
+    assert db.users.count_documents({}) == 1
+    assert "watch: user ? from Clerk cannot be stored: no string id" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
 def deliver_app(watcher, data: dict[str, Any]) -> str:
     """``user.created`` through the store the watcher writes to (as a delivery would)."""
     from webhook_service.resources.users.mapping import map_clerk_user

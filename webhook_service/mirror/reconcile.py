@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Protocol
 
+from ..bookkeeping import RECONCILE_RUN
 from ..events import Outcome
 from .batched import BatchedMirror
 from .records import Plan, Record, plan_version
@@ -48,6 +49,41 @@ class Source(Protocol):
 class Target:
     store: BatchedMirror
     source: Source
+
+
+@dataclass
+class PagePlan:
+    """What to write of one page Clerk listed, by ``plan_version``."""
+
+    keys: list[str]  # every storable record's
+    local: dict[str, int]  # the stored versions of those
+    todo: list[tuple[Plan, Record]]  # the records to create or update
+    unchanged: int
+    skipped: list[tuple[str, str]]  # (id or "?", why it cannot be stored)
+
+
+def plan_page(store: BatchedMirror, source: Source, page: list[Any], refresh: bool = False) -> PagePlan:
+    """Map a page and decide each record against the stored versions and deletions, in two
+    reads: reconcile's page, and the watcher's. One odd object never aborts a page."""
+    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    for obj in page:
+        mapped = source.record(obj)
+        if isinstance(mapped, Record):
+            records.append(mapped)
+        else:
+            obj_id = obj.get("id") if isinstance(obj, dict) else None
+            skipped.append((obj_id if isinstance(obj_id, str) and obj_id else "?", mapped))
+    keys = [r.key for r in records]
+    local = store.versions(keys) if records else {}
+    held = store.held_back(records) if records else {}
+    todo: list[tuple[Plan, Record]] = [
+        (plan, record)
+        for record in records
+        if (plan := plan_version(record.version, local.get(record.key), record.key in held, refresh))
+        is not Plan.KEEP
+    ]
+    return PagePlan(keys, local, todo, len(records) - len(todo), skipped)
 
 
 @dataclass
@@ -147,25 +183,11 @@ class ResourcePass:
 
     def apply_page(self, page: list[Any]) -> None:
         store, report = self.store, self.report
-        records = []
-        for obj in page:
-            mapped = self.source.record(obj)
-            if isinstance(mapped, Record):
-                records.append(mapped)
-            else:  # one odd object never aborts a page
-                obj_id = obj.get("id") if isinstance(obj, dict) else None
-                report.skipped.append((obj_id if isinstance(obj_id, str) and obj_id else "?", mapped))
-        keys = [r.key for r in records]
-        local = store.versions(keys)
-        held = store.held_back(records)
-        todo = []
-        for record in records:
-            plan = plan_version(record.version, local.get(record.key), record.key in held, self.refresh)
-            if plan is Plan.KEEP:
-                report.unchanged += 1
-            else:
-                todo.append((plan, record))
-        report.seen += len(records)
+        planned = plan_page(store, self.source, page, self.refresh)
+        report.skipped.extend(planned.skipped)
+        report.unchanged += planned.unchanged
+        keys, todo = planned.keys, planned.todo
+        report.seen += len(keys)
         if self.seen is not None:
             self.seen.update(keys)
             for plan, _ in todo:
@@ -177,7 +199,7 @@ class ResourcePass:
         updating = [i for i, (plan, _) in enumerate(todo) if plan is not Plan.CREATE]
         outcomes = [Outcome.APPLIED] * len(todo)
         stamped: set[str] = set()  # inserted with this run's stamp already
-        inserted = store.insert_new([todo[i][1] for i in creating], {"reconcileRun": self.run_id})
+        inserted = store.insert_new([todo[i][1] for i in creating], {RECONCILE_RUN: self.run_id})
         for i, (outcome, fresh) in zip(creating, inserted, strict=True):
             outcomes[i] = outcome
             if fresh:

@@ -35,8 +35,8 @@ from pymongo.database import Database
 from ..clerk_api import Page
 from ..events import Outcome
 from ..mirror.batched import BatchedMirror
-from ..mirror.reconcile import ResourceReport, Source, delete_confirmed_gone
-from ..mirror.records import Record
+from ..mirror.reconcile import ResourceReport, Source, delete_confirmed_gone, plan_page
+from ..mirror.records import Plan
 from ..schema import WATCH
 from ..store.errors import unavailable_on_error
 
@@ -213,19 +213,20 @@ def _listing(source: Watched, floor: int, renew: Callable[[], None]) -> tuple[Pa
         renew()
 
 
+_REPAIRED = {Plan.CREATE: "created", Plan.UPDATE: "updated"}  # the repair's kind, as metrics label it
+
+
 def _repair_changes(store: BatchedMirror, source: Watched, objects: list[Any], kind: str) -> list[Repair]:
     """Write every listed record whose local copy is missing or older, through the guarded
-    bulk upsert; a record deleted locally is never brought back."""
-    records = [r for obj in objects if isinstance(r := source.record(obj), Record)]
-    if not records:
-        return []
-    local = store.versions([r.key for r in records])
-    held = store.held_back(records)
-    behind = [r for r in records if r.key not in held and local.get(r.key, -2) < r.version]
+    bulk upsert, as reconcile decides a page: a record deleted locally is never brought back."""
+    planned = plan_page(store, source, objects)
+    for obj_id, why in planned.skipped:
+        log.warning("watch: %s %s from Clerk cannot be stored: %s", kind, obj_id, why)
+    behind = [record for _, record in planned.todo]
     outcomes = store.upsert_many_if_newer(behind)
     return [
-        Repair(kind, "created" if r.key not in local else "updated", r.key, r.version, local.get(r.key))
-        for r, outcome in zip(behind, outcomes, strict=True)
+        Repair(kind, _REPAIRED[plan], r.key, r.version, planned.local.get(r.key))
+        for (plan, r), outcome in zip(planned.todo, outcomes, strict=True)
         if outcome is Outcome.APPLIED
     ]
 
