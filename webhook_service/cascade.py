@@ -10,7 +10,7 @@ same grammar. Plain data, no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 CASCADE_ACTIONS = ("delete", "pull", "unset")
@@ -56,9 +56,17 @@ def parse_cascade_rules(
         # "system.profile.x" splits as collection "system": refused, as every system.* is.
         if collection in owned or collection == "system":
             raise ValueError(f"rule {raw!r} names a collection the service owns")
-        if collection in kept and action == "delete":
-            raise ValueError(
-                f"rule {raw!r} would delete {collection} Clerk keeps; use pull or unset on {collection}"
-            )
-        rules.append(CascadeRule(collection, path, action))
+        rule = CascadeRule(collection, path, action)
+        refuse_deleting_kept(rule, kept)
+        rules.append(rule)
     return tuple(rules)
+
+
+def refuse_deleting_kept(rule: CascadeRule, kept: Collection[str]) -> None:
+    """ValueError for a rule that would delete documents of a collection Clerk keeps (whose
+    records the service mirrors): those may be pulled from or unset, not deleted."""
+    if rule.collection in kept and rule.action == "delete":
+        raise ValueError(
+            f"rule '{rule.collection}.{rule.field}:delete' would delete {rule.collection} Clerk keeps; "
+            f"use pull or unset on {rule.collection}"
+        )

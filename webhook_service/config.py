@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from svix.webhooks import Webhook
 
-from .cascade import CascadeRule, parse_cascade_rules
+from .cascade import CascadeRule, parse_cascade_rules, refuse_deleting_kept
 from .catalog import Declarations
 from .fieldmap import FieldMap, FieldMapError, read_toml
 from .resources.memberships.mapping import MembershipMap, parse_membership_map
@@ -105,12 +105,11 @@ class Config:
             except FieldMapError as exc:
                 raise ConfigError(f"ORGANIZATION_FIELDS_FILE: {exc}") from None
             mirrored = {organizations.collection, *((memberships.collection,) if memberships else ())}
-            for rule in self.delete_cascade:
-                if rule.collection in mirrored and rule.action == "delete":
-                    raise ConfigError(
-                        f"DELETE_CASCADE: rule '{rule.collection}.{rule.field}:delete' would delete "
-                        f"{rule.collection} Clerk keeps; use pull or unset on {rule.collection}"
-                    )
+            try:
+                for rule in self.delete_cascade:  # parsed before the organization file was read
+                    refuse_deleting_kept(rule, mirrored)
+            except ValueError as exc:
+                raise ConfigError(f"DELETE_CASCADE: {exc}") from None
             object.__setattr__(self, "organizations", organizations)
             object.__setattr__(self, "memberships", memberships)
 
