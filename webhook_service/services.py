@@ -85,7 +85,7 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
             stores.users, source, min_interval_s=config.sync_min_interval_s, memberships=memberships
         )
     watcher = None
-    if config.watch_off_reason is None and config.clerk_secret_key:
+    if config.watch_off_reason is None:
         watcher = build_watcher(
             db, stores, watch_client(config, metrics), interval_s=config.watch_interval_s, metrics=metrics
         )
@@ -113,15 +113,23 @@ def build_services(config: Config, db: Database[Any] | None = None) -> Services:
 
 
 def watch_client(config: Config, metrics: Metrics) -> ClerkAPI:
-    """The watcher's own Clerk client: paced to ``WATCH_MAX_RPS`` (Clerk's rate limit is the
-    whole app's), waiting out a 429's ``Retry-After`` and retrying 5xx within its budget."""
+    """The watcher's own Clerk client: paced to ``WATCH_MAX_RPS``."""
+    return batch_client(config, metrics, "watch", retry_budget_ms=30_000, max_rps=config.watch_max_rps)
+
+
+def batch_client(
+    config: Config, metrics: Metrics, caller: str, *, retry_budget_ms: int, max_rps: float
+) -> ClerkAPI:
+    """A Clerk client for work that walks lists (reconcile, the watcher): paced to
+    ``max_rps`` (Clerk's rate limit is the whole app's), waiting out a 429's ``Retry-After``
+    (up to 30 s) and retrying 5xx within its budget. Its answers are counted as ``caller``'s."""
     return ClerkAPI(
         config.clerk_secret_key or "",
         config.clerk_server_url,
         timeout_ms=10_000,
-        retry_budget_ms=30_000,
+        retry_budget_ms=retry_budget_ms,
         retry_statuses=("429", "5XX"),
         max_retry_after_s=30.0,
-        max_rps=config.watch_max_rps,
-        on_status=functools.partial(metrics.clerk_call, caller="watch"),
+        max_rps=max_rps,
+        on_status=functools.partial(metrics.clerk_call, caller=caller),
     )

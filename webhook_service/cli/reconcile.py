@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Any
 
@@ -10,9 +9,9 @@ import click
 from flask.cli import with_appcontext
 
 from ..catalog import reconcile_targets
-from ..clerk_api import ClerkAPI, ClerkUnavailable
+from ..clerk_api import ClerkUnavailable
 from ..mirror.reconcile import ReconcileRefused, ReconcileReport, reconcile
-from ..services import current_services
+from ..services import batch_client, current_services
 from ..store.errors import StoreUnavailable
 from .common import fail
 
@@ -54,15 +53,12 @@ def reconcile_command(dry_run: bool, force: bool, retry_budget: float, max_rps: 
     services = current_services()
     if not services.config.clerk_secret_key:
         fail("CLERK_SECRET_KEY is not set; reconcile needs Clerk's Backend API")
-    clerk = ClerkAPI(
-        services.config.clerk_secret_key,
-        services.config.clerk_server_url,
-        timeout_ms=10_000,
+    clerk = batch_client(
+        services.config,
+        services.metrics,
+        "reconcile",
         retry_budget_ms=int(retry_budget * 1000),
-        retry_statuses=("429", "5XX"),
-        max_retry_after_s=30.0,
         max_rps=max_rps,
-        on_status=functools.partial(services.metrics.clerk_call, caller="reconcile"),
     )
     progress = _Progress()
     report = ReconcileReport(dry_run=dry_run)

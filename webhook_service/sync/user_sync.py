@@ -19,10 +19,9 @@ from typing import Any, Generic, TypeVar
 from bson import ObjectId
 
 from ..clerk_api import ClerkNotFound, ClerkUnavailable
-from ..events import Outcome, unstorable_reason
+from ..events import Outcome
 from ..fieldmap import FieldMap
 from ..resources.users.clerk import UserSource
-from ..resources.users.mapping import map_clerk_user
 from ..resources.users.store import UserStore
 from ..store.errors import StoreUnavailable
 from ..values import from_storable
@@ -138,10 +137,10 @@ def sync_user(store: UserStore, clerk: UserSource, clerk_id: str) -> SyncResult:
     except ClerkNotFound:
         store.delete(clerk_id)
         raise SyncedUserGone(clerk_id) from None
-    reason = unstorable_reason(clerk_user)
-    if reason is not None:
-        raise ClerkUnavailable(f"Clerk API sent a user that cannot be stored: {reason}", 502)
-    result = store.upsert_if_newer(map_clerk_user(clerk_user, store.fields))
+    record = clerk.record(clerk_user)
+    if isinstance(record, str):
+        raise ClerkUnavailable(f"Clerk API sent a user that cannot be stored: {record}", 502)
+    result = store.upsert_if_newer(record)
     doc = store.get(clerk_id)
     if doc is None or result.outcome is Outcome.STALE and store.is_deleted(clerk_id):
         raise SyncedUserGone(clerk_id)
