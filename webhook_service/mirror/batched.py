@@ -24,7 +24,7 @@ UNSEEN_PAGE = 1000
 
 
 class BatchedMirror(VersionedMirror):
-    def delete_many(self, keys: list[str], *, at: int | None = None) -> None:
+    def delete_many(self, keys: list[str]) -> None:
         """``delete`` for a batch of records (reconcile's deletion phase) in the same few
         commands whatever its size, where one at a time costs six or more per record. The
         order is the single path's, batch-wide: every tombstone first, the documents last,
@@ -34,7 +34,7 @@ class BatchedMirror(VersionedMirror):
         self.indexes.ensure()
         with unavailable_on_error():
             if self.spec.dated_deletions:
-                self._delete_many_dated(keys, at if at is not None else self._now_ms())
+                self._delete_many_dated(keys, self._now_ms())
                 return
             with pymongo.timeout(self.bulk_timeout_s):
                 docs = list(self.documents.find({self.key: {"$in": keys}}, {self.key: 1}))
@@ -53,13 +53,8 @@ class BatchedMirror(VersionedMirror):
             self._eraser.erase(keys, object_ids, bound_s=self.bulk_timeout_s)
 
     def _delete_many_dated(self, keys: list[str], at: int) -> None:
-        now = self._now()
-        ops = [
-            UpdateOne(
-                {"_id": key}, {"$max": {"version": at}, "$setOnInsert": {"deletedAt": now}}, upsert=True
-            )
-            for key in keys
-        ]
+        tombstone = self._dated_tombstone(at, None)
+        ops = [UpdateOne({"_id": key}, tombstone, upsert=True) for key in keys]
         with pymongo.timeout(self.bulk_timeout_s):
             self.tombstones.bulk_write(ops, ordered=False)
         with pymongo.timeout(self.bulk_timeout_s):

@@ -140,10 +140,7 @@ class VersionedMirror:
         with unavailable_on_error():
             before = self.tombstones.find_one_and_update(
                 {"_id": key},
-                {
-                    "$max": {"version": at},
-                    "$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id},
-                },
+                self._dated_tombstone(at, delivery_id),
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
@@ -163,6 +160,14 @@ class VersionedMirror:
         if object_ids:
             update["$addToSet"] = {"objectIds": {"$each": object_ids}}
         return update
+
+    def _dated_tombstone(self, at: int, delivery_id: str | None) -> dict[str, Any]:
+        """A dated deletion's tombstone upsert: it holds back every version up to the latest
+        deletion's date (``at``, ms), and keeps its first deletion's time and delivery."""
+        return {
+            "$max": {"version": at},
+            "$setOnInsert": {"deletedAt": self._now(), "deliveryId": delivery_id},
+        }
 
     def _remove_dead(self, dead: dict[str, int], object_ids: list[Any], *, erase: bool = False) -> None:
         """Remove documents a deletion holds back (``dead``: key -> the newest version it holds
@@ -189,7 +194,7 @@ class VersionedMirror:
         for a dated one (a newer version, a rejoin, stays)."""
         keys = [r.key for r in records]
         found = self.tombstones.find({"_id": {"$in": keys}}, {"_id": 1, "version": 1})
-        until = {t["_id"]: t.get("version", FOREVER) if self.spec.dated_deletions else FOREVER for t in found}
+        until = {t["_id"]: self._held_until(t) for t in found}
         held = {r.key: until[r.key] for r in records if r.key in until and r.version <= until[r.key]}
         for parent in self.spec.parents:
             ids = list({v for r in records if isinstance(v := r.values.get(parent.field), str)})
@@ -285,10 +290,12 @@ class VersionedMirror:
         ``_stored_version``'s lookups)."""
         if any(doc[f"parent{i}"] for i in range(len(self.spec.parents))):
             return FOREVER
-        versions = [
-            t.get("version", FOREVER) if self.spec.dated_deletions else FOREVER for t in doc["tombstone"]
-        ]
-        return max(versions, default=None)
+        return max((self._held_until(t) for t in doc["tombstone"]), default=None)
+
+    def _held_until(self, tombstone: Mapping[str, Any]) -> int:
+        """The newest version a tombstone holds back: up to its date if deletions are dated,
+        else every one."""
+        return tombstone.get("version", FOREVER) if self.spec.dated_deletions else FOREVER
 
     def _adopt_natural(self, record: Record) -> None:
         """A document the app wrote before this service, under its own identity but without
