@@ -142,9 +142,9 @@ class ClerkAPI:
                 offset += len(page)
                 params = dict(params, offset=offset)
 
-    def count(self, path: str, params: dict[str, Any] | None = None) -> int:
+    def count(self, path: str) -> int:
         """``total_count`` of ``/users/count`` and the like."""
-        body = _json(self._get(path, params))
+        body = _json(self._get(path))
         total = body.get("total_count") if isinstance(body, dict) else None
         if not isinstance(total, int) or isinstance(total, bool):
             raise ClerkUnavailable(f"Clerk API sent a {path} without an integer total_count")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from .dispatch import Stores, route
+from .dispatch import Stores, body_text, route
 from .events import MalformedEvent, Outcome, Subject, parse_event
 from .metrics import Metrics
 from .store.errors import ForeignIndexRefused, StoreUnavailable
@@ -123,7 +123,7 @@ class DeliveryHandler:
             event = parse_event(body)
         except MalformedEvent as exc:
             return DeliveryResult(
-                Outcome.REJECTED, failure=Failure.MALFORMED, error=str(exc), payload=_text(body)
+                Outcome.REJECTED, failure=Failure.MALFORMED, error=str(exc), payload=body_text(body)
             )
         routed = route(self.stores, event.type)
         if routed is None:
@@ -133,7 +133,11 @@ class DeliveryHandler:
             subject = entry.subject(event)
         except MalformedEvent as exc:
             return DeliveryResult(
-                Outcome.REJECTED, event.type, failure=Failure.MALFORMED, error=str(exc), payload=_text(body)
+                Outcome.REJECTED,
+                event.type,
+                failure=Failure.MALFORMED,
+                error=str(exc),
+                payload=body_text(body),
             )
         kept = entry.keep(event, subject, body)
         try:
@@ -151,10 +155,6 @@ class DeliveryHandler:
             error = f"internal error: {type(exc).__name__}"
             return DeliveryResult(Outcome.FAILED, event.type, subject, Failure.INTERNAL, error, kept)
         return DeliveryResult(outcome, event.type, subject, payload=kept)
-
-
-def _text(body: bytes) -> str:
-    return body.decode("utf-8", errors="replace")
 
 
 def _names(subject: Subject | None) -> str:

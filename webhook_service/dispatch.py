@@ -24,6 +24,11 @@ from .resources.users.store import UserStore
 
 def keep_whole(event: Event, subject: Subject, body: bytes) -> str:
     """The body as it came, for replay (the event log's retention and erasure apply)."""
+    return body_text(body)
+
+
+def body_text(body: bytes) -> str:
+    """A delivery's body as the event log keeps it, undecodable bytes replaced."""
     return body.decode("utf-8", errors="replace")
 
 

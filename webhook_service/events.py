@@ -138,6 +138,12 @@ def unstorable_reason(obj: Any) -> str | None:
         return "not a JSON object"
     if not (isinstance(obj.get("id"), str) and obj["id"]):
         return "no string id"
+    return version_reason(obj)
+
+
+def version_reason(obj: Mapping[str, Any]) -> str | None:
+    """Why the object's ``updated_at`` cannot order its writes (an integer, in BSON's
+    int64 range, is needed), or None if it can."""
     updated_at = obj.get("updated_at")
     if not isinstance(updated_at, int) or isinstance(updated_at, bool) or not 0 <= updated_at <= MAX_INT64:
         return "no integer updated_at"

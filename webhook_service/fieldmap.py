@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .bookkeeping import BOOKKEEPING_FIELDS, RESERVED_FIELDS, TIMESTAMPS
+from .bookkeeping import BOOKKEEPING_FIELDS, RECONCILE_RUN, RESERVED_FIELDS, SYNCED_AT, TIMESTAMPS
 from .values import COERCE, MISSING, TYPES, UNKNOWN, coerce, fresh_default, may_be_json_text, storable
 
 _ENTRY_KEYS = frozenset(("from", "type", "default", "insert_only", "nullable"))
@@ -54,11 +54,6 @@ class FieldSpec:
     @cached_property
     def path(self) -> tuple[str, ...]:
         return () if self.source is None or self.source.startswith("$") else tuple(self.source.split("."))
-
-    @cached_property
-    def derived(self) -> str | None:
-        """The ``$name`` of a derived value, else None."""
-        return self.source if self.source is not None and self.source.startswith("$") else None
 
     @cached_property
     def reader(self) -> Callable[[Mapping[str, Any]], Any]:
@@ -149,7 +144,7 @@ class FieldMap:
     def written_fields(self) -> frozenset[str]:
         """Every field the service writes on a document."""
         own = (*self.identity, *self.references, *(f.target for f in self.fields), *BOOKKEEPING_FIELDS)
-        return frozenset(own) - {"_id", "clerkSyncedAt", "reconcileRun"}
+        return frozenset(own) - {"_id", SYNCED_AT, RECONCILE_RUN}
 
     @cached_property
     def public_fields(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ class ForeignIndexRefused(StoreUnavailable):
     """A unique index the service does not own refused a write (e.g. xClone's unique
     ``email_1``). Retrying is right: Svix redelivers once ``init-db --migrate`` ran."""
 
-    def __init__(self, index: str, collection: str = "users") -> None:
+    def __init__(self, index: str, collection: str) -> None:
         super().__init__(
             f"write refused by unique index {collection}.{index}, which contradicts the service's rules; "
             "run `flask --app wsgi init-db --migrate`"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...events import unstorable_reason
+from ...events import version_reason
 from ...fieldmap import (
     Derived,
     FieldMap,
@@ -97,8 +97,7 @@ def unstorable_membership(obj: Any) -> str | None:
         return "no string organization.id"
     if user_id is None:
         return "no string public_user_data.user_id"
-    reason = unstorable_reason(dict(obj, id=obj.get("id") or membership_key(org_id, user_id)))
-    return reason
+    return version_reason(obj)  # the key is the pair's: the membership's own id is not needed
 
 
 def map_membership(membership: Mapping[str, Any], memberships: MembershipMap) -> Record:

@@ -48,10 +48,6 @@ class UserSource:
         return reason if reason is not None else map_clerk_user(obj, self.fields)
 
     def existing(self, keys: list[str]) -> set[str]:
-        """Which of these ids Clerk still has (one list call per 100 ids)."""
-        found: set[str] = set()
-        for start in range(0, len(keys), EXISTING_IDS_CHUNK):
-            chunk = keys[start : start + EXISTING_IDS_CHUNK]
-            page = self.clerk.page("/users", {"user_id": chunk, "limit": len(chunk)}).items
-            found.update(u["id"] for u in page if isinstance(u, dict) and isinstance(u.get("id"), str))
-        return found
+        """Which of these ids (at most ``confirm_batch``) Clerk still has: one list call."""
+        page = self.clerk.page("/users", {"user_id": keys, "limit": len(keys)}).items
+        return {u["id"] for u in page if isinstance(u, dict) and isinstance(u.get("id"), str)}
