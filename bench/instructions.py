@@ -65,12 +65,12 @@ from typing import Any
 
 from bench.instructions_worker import BASELINE_FEATURES, SERVICE_FEATURES
 from bench.servers import TestDatabase, log
+from bench.workload import STREAM_NAMES
 from tests.support.processes import REPO_ROOT, without_service_settings
 from tests.support.signing import TEST_SECRET
 
 APPS = ("service", "baseline")
 STREAMS = ("updates", "realistic", "mixed")
-STREAM_NAMES = {"updates": "update path", "realistic": "realistic stream", "mixed": "mixed stream"}
 # The later step's goals for the instruction ratios (issue, part 2).
 GOALS = {"updates": 1.10, "realistic": 1.25, "mixed": 1.30}
 REFERENCE_GROWTH = 0.02  # the update path may grow by at most 2 % against the reference

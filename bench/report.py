@@ -7,6 +7,7 @@ import statistics
 from typing import Any
 
 from bench import burst, instructions, scale
+from bench.workload import STREAM_NAMES
 
 # (key, label, better): "higher" or "lower" is better, for the change against a previous run
 INGEST_METRICS = (
@@ -70,7 +71,6 @@ def summarize_ingest(section: dict[str, Any]) -> dict[str, Any]:
 # stream (new users and their updates, in order) is held to the mixed stream's bound.
 CPU_GOALS = {"updates": 1.10, "mixed": 1.30, "realistic": 1.30}
 RATE_GOAL = 0.9
-STREAM_NAMES = {"updates": "update path", "mixed": "mixed stream", "realistic": "realistic stream"}
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,6 +34,8 @@ _FIRST = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis
 _BASE_MS = 1_767_225_600_000  # 2026-01-01
 # build_template(n, **REALISTIC): mostly in order, ~1% resent, ~1% of the users deleted.
 REALISTIC: dict[str, float] = {"duplicate_rate": 0.01, "delete_rate": 0.01, "window": 0.0, "swap_rate": 0.02}
+# The streams' names in every report: update_stream's, REALISTIC's and the default (mixed) template's.
+STREAM_NAMES = {"updates": "update path", "realistic": "realistic stream", "mixed": "mixed stream"}
 
 
 @dataclass(frozen=True)
