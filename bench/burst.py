@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import loadgen, workload
-from bench.ingest import SETTLE_S, SIGN_AHEAD, _wrong_state, percentile
+from bench.ingest import SETTLE_S, _wrong_state, percentile
 from bench.servers import TestDatabase, log, running_app
 from tests.support.signing import TEST_SECRET
 from tests.support.stores import ensure_service_indexes
@@ -39,7 +39,7 @@ def run(database: TestDatabase, *, events: int, concurrency: int, workers: int) 
         if name == "baseline":
             ensure_service_indexes(db)  # the baseline's upsert by clerkId gets the same index
         stream = workload.materialize(template, f"b{name[0]}")
-        requests = workload.sign(stream, TEST_SECRET, datetime.now(UTC) + SIGN_AHEAD)
+        requests = workload.sign(stream, TEST_SECRET, datetime.now(UTC) + workload.SIGN_AHEAD)
         with running_app("secantus", name, uri, workers=workers) as app:
             log(f"burst: {name}, {events} user.created, {concurrency} in flight")
             # A 60 s client timeout: a request Svix would have given up on still gets counted.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from bench.servers import RunningApp, TestDatabase, log, running_app
 from tests.support.signing import TEST_SECRET
 
 SETTLE_S = 1.5  # the event log writes within 1 s of a delivery; both apps wait the same
-SIGN_AHEAD = timedelta(minutes=4)  # Svix accepts +-5 min: a round may last up to 9 min
 APP_NAMES = ("service", "baseline")
 
 
@@ -95,7 +94,7 @@ def run_round(
     database: TestDatabase | None,
     db=None,
 ) -> RoundResult:
-    requests = workload.sign(stream, TEST_SECRET, datetime.now(UTC) + SIGN_AHEAD)
+    requests = workload.sign(stream, TEST_SECRET, datetime.now(UTC) + workload.SIGN_AHEAD)
     ops_before = _opcounters(database)
     cpu_before = app.cpu()
     result = loadgen.drive(app.url, workload.WEBHOOK_PATH, requests, concurrency=concurrency)

@@ -24,7 +24,7 @@ import json
 import random
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from webhook_service.dev.sample_events import clerk_id, make_clerk_user, make_webhook_event, signed_headers
@@ -199,6 +199,10 @@ def update_stream(stream: Stream, count: int) -> Stream:
         updates.deliveries.append(Delivery(msg_id, json.dumps(event), user_id, "updated"))
         updates.users[user_id] = info
     return updates
+
+
+# Svix accepts a timestamp up to 5 min off: deliveries signed 4 min ahead may be sent for 9 min.
+SIGN_AHEAD = timedelta(minutes=4)
 
 
 def sign(stream: Stream, secret: str, at: datetime) -> list[tuple[bytes, dict[str, str]]]:
