@@ -60,6 +60,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +94,29 @@ def require_valgrind() -> None:
 # -- callgrind's output --------------------------------------------------------------
 
 
-def read_profile(path: Path, functions: set[str]) -> tuple[int, dict[str, tuple[int, int]]]:
-    """The total instruction count of a callgrind dump, and for each function named in
-    ``functions``: (calls, inclusive instructions), summed over every call site.
+@dataclass(frozen=True)
+class Dump:
+    """What the figures need of one callgrind dump, so that each dump is read once."""
+
+    total: int
+    calls: dict[str, tuple[int, int]]  # per watched function: (calls, inclusive instructions)
+    by_object: dict[str, int]  # self instructions per shared object
+
+
+def read_dump(path: Path, functions: set[str]) -> Dump:
+    """The total instruction count of a callgrind dump; for each function named in
+    ``functions``, (calls, inclusive instructions) summed over every call site; and the
+    instructions that ran in each shared object (self cost).
 
     A call arc is a ``cfn=`` line, a ``calls=<count> <target position>`` line and one
-    cost line whose second field is the inclusive cost of those calls. The dumps are
-    written with ``--compress-strings=no``, so names appear in full on every line.
+    cost line whose second field is the inclusive cost of those calls, not a self cost.
+    The dumps are written with ``--compress-strings=no``, so names appear in full on
+    every line.
     """
     total = 0
     found: dict[str, list[int]] = {}
+    by_object: dict[str, int] = {}
+    obj = "?"
     target: str | None = None
     calls = 0
     cost_of_call = False
@@ -114,6 +128,8 @@ def read_profile(path: Path, functions: set[str]) -> tuple[int, dict[str, tuple[
                     entry = found.setdefault(target, [0, 0])
                     entry[0] += calls
                     entry[1] += int(line.split()[1])
+            elif line.startswith("ob="):
+                obj = re.sub(r"\.cpython-.*$|\.so(\.\d+)*$", "", line[3:].strip().rsplit("/", 1)[-1]) or "?"
             elif line.startswith("cfn="):
                 target = line[4:].strip()
             elif line.startswith("calls="):
@@ -121,28 +137,17 @@ def read_profile(path: Path, functions: set[str]) -> tuple[int, dict[str, tuple[
                 cost_of_call = True
             elif line.startswith("summary:"):
                 total = int(line.split()[1])
-    return total, {name: (c, i) for name, (c, i) in found.items()}
-
-
-def cost_by_object(path: Path, deliveries: int, top: int = 6) -> dict[str, float]:
-    """Instructions per delivery by the shared object they ran in (self cost): the
-    interpreter, OpenSSL, the json and bson C extensions, libc..."""
-    costs: dict[str, int] = {}
-    obj = "?"
-    cost_of_call = False
-    with path.open() as lines:
-        for line in lines:
-            if cost_of_call:
-                cost_of_call = False
-            elif line.startswith("ob="):
-                obj = re.sub(r"\.cpython-.*$|\.so(\.\d+)*$", "", line[3:].strip().rsplit("/", 1)[-1]) or "?"
-            elif line.startswith("calls="):
-                cost_of_call = True  # the next line is the call's inclusive cost, not self
             elif line[:1].isdigit() or line[:1] in "+-*":
                 fields = line.split()
                 if len(fields) > 1:
-                    costs[obj] = costs.get(obj, 0) + int(fields[1])
-    ranked = sorted(costs.items(), key=lambda item: -item[1])
+                    by_object[obj] = by_object.get(obj, 0) + int(fields[1])
+    return Dump(total, {name: (c, i) for name, (c, i) in found.items()}, by_object)
+
+
+def per_delivery_by_object(by_object: dict[str, int], deliveries: int, top: int = 6) -> dict[str, float]:
+    """Instructions per delivery by the shared object they ran in (self cost): the
+    interpreter, OpenSSL, the json and bson C extensions, libc..."""
+    ranked = sorted(by_object.items(), key=lambda item: -item[1])
     result = {name: round(cost / deliveries, 1) for name, cost in ranked[:top]}
     result["other"] = round(sum(cost for _, cost in ranked[top:]) / deliveries, 1)
     return result
@@ -292,13 +297,13 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def _phase_files(out: Path, app: str, count: int) -> Iterator[Path]:
+def _phase_files(out: Path, app: str, count: int) -> list[Path]:
     """Phase k (0-based) is dump 2k+2: dump 1 ends at the first phase's start."""
-    for k in range(count):
-        path = out / f"{app}.callgrind.out.{2 * k + 2}"
+    paths = [out / f"{app}.callgrind.out.{2 * k + 2}" for k in range(count)]
+    for path in paths:
         if not path.exists():
             raise RuntimeError(f"instructions: {path} is missing (callgrind wrote fewer dumps)")
-        yield path
+    return paths
 
 
 # -- the figures ---------------------------------------------------------------------
@@ -309,23 +314,24 @@ def _app_figures(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     features = {f["address"]: f["name"] for f in manifest["features"]}
     watched = set(features) | {manifest["calibration"]}
     phases = manifest["phases"]
-    read = [read_profile(path, watched) for path in _phase_files(out, app, len(phases))]
+    paths = _phase_files(out, app, len(phases))
+    dumps = [read_dump(path, watched) for path in paths]
     overhead = call_cost = None
-    for phase, (total, calls) in zip(phases, read, strict=True):
+    for phase, dump in zip(phases, dumps, strict=True):
         if phase["kind"] == "calibration":
-            count, inclusive = calls[manifest["calibration"]]
+            count, inclusive = dump.calls[manifest["calibration"]]
             if count != phase["events"]:
                 raise RuntimeError(f"instructions: calibration counted {count} calls, made {phase['events']}")
             overhead = inclusive / count  # inside the closure: what a feature's count includes
-            call_cost = total / count  # all a carried call adds to the phase's total
+            call_cost = dump.total / count  # all a carried call adds to the phase's total
     figures: dict[str, Any] = {"streams": {}, "features": {}, "files": {}}
-    for number, (phase, (total, calls)) in enumerate(zip(phases, read, strict=True)):
+    for phase, path, dump in zip(phases, paths, dumps, strict=True):
         kind = phase["kind"]
         if kind == "calibration":
             continue
         if phase["statuses"] != {"200 OK": phase["events"]}:
             raise RuntimeError(f"instructions: {app} {kind}: answers {phase['statuses']}")
-        n = phase["events"]
+        n, total, calls = phase["events"], dump.total, dump.calls
         if not phase["wrapped"]:
             if calls:  # nothing else in the app may call a carrier's closure
                 raise RuntimeError(
@@ -338,7 +344,9 @@ def _app_figures(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
                 "outcomes": phase.get("outcomes", {}),
                 "seconds": phase.get("seconds"),
             }
-            figures["files"][kind] = _shown(out / f"{app}.callgrind.out.{2 * number + 2}")
+            figures["files"][kind] = path
+            if kind == "updates":
+                figures["by_object"] = per_delivery_by_object(dump.by_object, n)
             continue
         assert overhead is not None
         per_feature: dict[str, dict[str, float]] = {}
@@ -360,9 +368,6 @@ def _app_figures(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         }
     figures["carrier_overhead"] = round(overhead, 1) if overhead is not None else None
     figures["carried_call_cost"] = round(call_cost, 1) if call_cost is not None else None
-    figures["by_object"] = cost_by_object(
-        REPO_ROOT / figures["files"]["updates"], figures["streams"]["updates"]["events"]
-    )
     figures["seconds"] = manifest.get("seconds")
     return figures
 
@@ -517,7 +522,7 @@ def run(
         "carrier_overhead": {app: apps[app]["carrier_overhead"] for app in APPS},
         "carried_call_cost": {app: apps[app]["carried_call_cost"] for app in APPS},
         "updates_by_object": {app: apps[app]["by_object"] for app in APPS},
-        "files": {app: apps[app]["files"] for app in APPS},
+        "files": {app: {kind: _shown(path) for kind, path in apps[app]["files"].items()} for app in APPS},
     }
     if breakdown:
         section["breakdown"] = _breakdown(apps)
