@@ -260,8 +260,9 @@ def table(results: dict[str, Any]) -> str:
 
 
 def changes(previous: dict[str, Any], current: dict[str, Any]) -> str:
-    """Headline figures against a previous results.json."""
-    lines = [f"Change against the previous run ({previous.get('meta', {}).get('started', '?')}):"]
+    """Headline figures against a previous results.json; "" when no section of both compares
+    (an instructions-only run, say), so that a caller prints nothing rather than a heading."""
+    lines: list[str] = []
     for backend, section in current.get("ingest", {}).items():
         old = previous.get("ingest", {}).get(backend)
         if not old:
@@ -282,4 +283,7 @@ def changes(previous: dict[str, Any], current: dict[str, Any]) -> str:
         for key in ("users_per_s", "peak_rss_mb"):
             then, now = old_rec["service"][key], new_rec["service"][key]
             lines.append(f"  reconcile service {key:<31} {_fmt(then):>8} -> {_fmt(now):>8}")
-    return "\n".join(lines)
+    if not lines:
+        return ""
+    started = previous.get("meta", {}).get("started", "?")
+    return "\n".join([f"Change against the previous run ({started}):", *lines])

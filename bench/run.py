@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if previous is not None:
         try:
             change = report.changes(previous, results)
-            if "\n" in change:  # only the heading when no section compares
+            if change:
                 print(change)
                 print()
         except (ValueError, KeyError, TypeError) as exc:
