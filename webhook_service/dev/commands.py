@@ -159,20 +159,18 @@ def dev_token(user_id: str | None) -> None:
     USER_ID defaults to the first sample user (Ada). The token has no azp, as a native
     app's has. Refuses to run against any other Clerk.
     """
-    api, secret = _local_clerk("dev-token")
-    user_id = user_id or sample_events.sample_users()[0]["id"]
-    url = api.rstrip("/") + TOKEN_PATH
-    try:
-        response = httpx.post(
-            url, json={"user_id": user_id}, headers={"Authorization": f"Bearer {secret}"}, timeout=5
-        )
-    except httpx.HTTPError as exc:
-        fail(f"the local Clerk at {api} is not answering ({type(exc).__name__}); is `make run` running?")
-    if response.status_code == 404:
-        known = ", ".join(u["id"] for u in sample_events.sample_users())
-        fail(f"the local Clerk has no user {user_id}; its sample users are {known}")
-    if response.status_code != 200:
-        fail(f"the local Clerk answered {response.status_code} to {TOKEN_PATH}")
+    users = sample_events.sample_users()
+    user_id = user_id or users[0]["id"]
+    known = ", ".join(u["id"] for u in users)
+    response = _local_clerk(
+        "dev-token",
+        "POST",
+        TOKEN_PATH,
+        user_id,
+        json={"user_id": user_id},
+        no_user=f"; its sample users are {known}",
+        refused=f" to {TOKEN_PATH}",
+    )
     click.echo(response.json()["jwt"])
 
 
@@ -191,39 +189,49 @@ def dev_change_user(
 
     USER_ID defaults to the first sample user (Ada). Refuses to run against any other Clerk.
     """
-    api, secret = _local_clerk("dev-change-user")
-    user_id = user_id or sample_events.sample_users()[0]["id"]
     given = {"first_name": first_name, "last_name": last_name, "username": username}
     changes = {k: v for k, v in given.items() if v is not None}
     if not delete and not changes:
         fail("say what changes: --first-name, --last-name or --username (or --delete)")
-    url = api.rstrip("/") + USERS_PATH + user_id
-    try:
-        response = httpx.request(
-            "DELETE" if delete else "PATCH",
-            url,
-            json=None if delete else changes,
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=5,
-        )
-    except httpx.HTTPError as exc:
-        fail(f"the local Clerk at {api} is not answering ({type(exc).__name__}); is `make run` running?")
-    if response.status_code == 404:
-        fail(f"the local Clerk has no user {user_id}")
-    if response.status_code != 200:
-        fail(f"the local Clerk answered {response.status_code}")
+    user_id = user_id or sample_events.sample_users()[0]["id"]
+    method = "DELETE" if delete else "PATCH"
+    _local_clerk("dev-change-user", method, USERS_PATH + user_id, user_id, json=None if delete else changes)
     what = "deleted" if delete else f"changed ({', '.join(sorted(changes))})"
     click.echo(f"{user_id} {what} in the local Clerk, with no webhook: the watcher repairs it")
 
 
-def _local_clerk(command: str) -> tuple[str, str]:
-    """The local Clerk's URL and secret, or one line refusing any other Clerk."""
+def _local_clerk(
+    command: str,
+    method: str,
+    path: str,
+    user_id: str,
+    *,
+    json: Any = None,
+    no_user: str = "",
+    refused: str = "",
+) -> httpx.Response:
+    """The local Clerk's 200 answer to ``command``'s request about ``user_id``, or one line
+    saying why there is none.
+
+    Any Clerk but the local one is refused before anything is sent: these commands must
+    never change a real Clerk. A 404 means the local Clerk has no such user (``no_user``
+    is added to that line), any other answer but 200 is a refusal (``refused`` is added).
+    """
     config = current_services().config
     secret = config.clerk_secret_key or ""
     api = config.clerk_api_url
     if urlsplit(api).hostname not in LOOPBACK_HOSTS or not secret.startswith(LOCAL_SECRET_PREFIX):
         fail(f"{command} only works against the local Clerk that `make run` starts, not {api}")
-    return api, secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        response = httpx.request(method, api.rstrip("/") + path, json=json, headers=headers, timeout=5)
+    except httpx.HTTPError as exc:
+        fail(f"the local Clerk at {api} is not answering ({type(exc).__name__}); is `make run` running?")
+    if response.status_code == 404:
+        fail(f"the local Clerk has no user {user_id}{no_user}")
+    if response.status_code != 200:
+        fail(f"the local Clerk answered {response.status_code}{refused}")
+    return response
 
 
 DEV_COMMANDS = (send_test_event, dev_token, dev_change_user)
