@@ -86,6 +86,17 @@ def u32(d: bytes, i: int) -> int:
     return int.from_bytes(d[4 * i : 4 * i + 4], "big")
 
 
+def derived_timestamps(d: bytes, created_at: int | None, updated_at: int | None) -> tuple[int, int]:
+    """``created_at`` and ``updated_at`` as given, or derived from the digest ``d``: created
+    within two years from 2023, updated within a second after. Users and organizations
+    derive theirs alike, so that the samples stay plausible beside each other."""
+    if created_at is None:
+        created_at = EPOCH_2023_MS + u32(d, 0) % _TWO_YEARS_MS
+    if updated_at is None:
+        updated_at = created_at + u32(d, 1) % 1000
+    return created_at, updated_at
+
+
 def _email_address(
     address: str, ident: str, created_at: int, *, strategy: str = "email_code"
 ) -> dict[str, Any]:
@@ -176,10 +187,9 @@ def make_clerk_user(
     deterministic = user_id is not None or seed is not None
     key: object = user_id if user_id is not None else (seed if seed is not None else secrets.token_hex(16))
     d = digest("user", key)
-    if created_at is None:
-        created_at = EPOCH_2023_MS + u32(d, 0) % _TWO_YEARS_MS if deterministic else int(time.time() * 1000)
-    if updated_at is None:
-        updated_at = created_at + u32(d, 1) % 1000
+    if created_at is None and not deterministic:
+        created_at = int(time.time() * 1000)
+    created_at, updated_at = derived_timestamps(d, created_at, updated_at)
     if user_id is None:
         user_id = f"user_{_ksuid(created_at // 1000, d[16:32])}"
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .sample_events import EPOCH_2023_MS, clerk_id, digest, sample_users, u32
+from .sample_events import clerk_id, derived_timestamps, digest, sample_users
 
 ROLE_PERMISSIONS = {
     "org:admin": [
@@ -47,10 +47,7 @@ def make_organization(
     ``members_count`` appears only when given, as Clerk sends it only when asked."""
     key: object = org_id if org_id is not None else seed
     d = digest("organization", key)
-    if created_at is None:
-        created_at = EPOCH_2023_MS + u32(d, 0) % (2 * 365 * 86_400_000)
-    if updated_at is None:
-        updated_at = created_at + u32(d, 1) % 1000
+    created_at, updated_at = derived_timestamps(d, created_at, updated_at)
     org_id = org_id or clerk_id("org", key, timestamp_ms=created_at)
     name = name or f"Team {d[2:4].hex()}"
     organization: dict[str, Any] = {
