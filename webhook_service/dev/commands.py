@@ -108,20 +108,22 @@ def _user_data(
     return data
 
 
-def _sample_organization(org_id: str | None, new: bool) -> dict[str, Any]:
-    """The local Clerk's organization (or a new one, or one with the id given)."""
+def _sample_organization(org_id: str | None, new: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The local Clerk's organization and its memberships (or a new organization, or one
+    with the id given, which the local Clerk has no memberships of)."""
     if new:
-        return sample_organizations.make_organization(
+        organization = sample_organizations.make_organization(
             seed=sample_events.now_ms(), created_at=sample_events.now_ms()
         )
-    [society], _ = sample_organizations.sample_organizations()
+        return organization, []
+    [society], members = sample_organizations.sample_organizations()
     if org_id is None or org_id == society["id"]:
-        return society
-    return sample_organizations.make_organization(org_id)
+        return society, members
+    return sample_organizations.make_organization(org_id), []
 
 
 def _organization_data(event_type: str, org_id: str | None, new: bool, name: str | None) -> dict[str, Any]:
-    organization = _sample_organization(org_id, new)
+    organization, _ = _sample_organization(org_id, new)
     if EVENT_TYPES[event_type].redacted:
         return sample_organizations.make_deleted_organization(organization["id"])
     return dict(organization, **({"name": name} if name else {}), updated_at=sample_events.now_ms())
@@ -133,16 +135,8 @@ def _membership_data(user_id: str | None, org_id: str | None, new: bool, role: s
     user = _sample_user(user_id) if not new else None
     if user is None:
         user = sample_events.make_clerk_user(user_id)
-    organization = _sample_organization(org_id, new)
-    _, members = sample_organizations.sample_organizations()
-    sample = next(
-        (
-            m
-            for m in members
-            if (m["organization"]["id"], m["public_user_data"]["user_id"]) == (organization["id"], user["id"])
-        ),
-        None,
-    )
+    organization, members = _sample_organization(org_id, new)
+    sample = next((m for m in members if m["public_user_data"]["user_id"] == user["id"]), None)
     chosen_role = role or (sample["role"] if sample is not None else "org:member")
     metadata = sample["public_metadata"] if sample is not None else {}
     return sample_organizations.make_membership(
