@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -31,7 +32,8 @@ class OrganizationDirectory:
         self.memberships: dict[tuple[str, str], dict[str, Any]] = {}
 
     def add_organization(self, organization: dict[str, Any]) -> dict[str, Any]:
-        """Add or replace one organization (its memberships' embedded copies follow)."""
+        """Add or replace one organization. Memberships already added keep the copy of it
+        they embed: add them again to embed the new one."""
         with self._lock:
             self.organizations[organization["id"]] = organization
         return organization
@@ -39,8 +41,7 @@ class OrganizationDirectory:
     def remove_organization(self, org_id: str) -> dict[str, Any] | None:
         """Delete an organization and, as Clerk does, its memberships."""
         with self._lock:
-            for key in [k for k in self.memberships if k[0] == org_id]:
-                del self.memberships[key]
+            self._drop_memberships(lambda key: key[0] == org_id)
             return self.organizations.pop(org_id, None)
 
     def add_membership(self, membership: dict[str, Any]) -> dict[str, Any]:
@@ -49,15 +50,16 @@ class OrganizationDirectory:
             self.memberships[(org_id, user_id)] = membership
         return membership
 
-    def remove_membership(self, org_id: str, user_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self.memberships.pop((org_id, user_id), None)
-
     def remove_user(self, user_id: str) -> None:
         """A deleted user's memberships go with it."""
         with self._lock:
-            for key in [k for k in self.memberships if k[1] == user_id]:
-                del self.memberships[key]
+            self._drop_memberships(lambda key: key[1] == user_id)
+
+    def _drop_memberships(self, doomed: Callable[[tuple[str, str]], bool]) -> None:
+        """Delete the memberships whose (organization id, user id) is ``doomed``; the caller
+        holds the lock, so that a listing never sees an organization's deletion half done."""
+        for key in [k for k in self.memberships if doomed(k)]:
+            del self.memberships[key]
 
     def answer(self, req: Request, route: str) -> Response | None:
         """The answer to ``route`` if it is one of the organization paths, else None."""
