@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -88,10 +89,11 @@ class OrganizationDirectory:
             return self.organizations.get(id_or_slug) or next(by_slug, None)
 
     def _list_organizations(self, req: Request) -> Response:
+        counted = req.args.get("include_members_count") == "true"
         with self._lock:
             organizations = list(self.organizations.values())
-            counts = {o["id"]: sum(1 for k in self.memberships if k[0] == o["id"]) for o in organizations}
-        if req.args.get("include_members_count") == "true":
+            counts = Counter(org_id for org_id, _ in self.memberships) if counted else None
+        if counts is not None:
             organizations = [dict(o, members_count=counts[o["id"]]) for o in organizations]
         else:
             organizations = [{k: v for k, v in o.items() if k != "members_count"} for o in organizations]
